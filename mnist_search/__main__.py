@@ -1,0 +1,3 @@
+from mnist_search.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""`mnist-search summary`: a per-layer table (output shape, parameters, receptive field)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mnist_search.commands.common import architecture, format_table
+from mnist_search.models import analyse
+
+
+def run(args: argparse.Namespace) -> int:
+    name, spec, preset = architecture(args)
+    analysis = analyse(spec)
+    if args.json:
+        print(json.dumps({"name": name, **analysis.to_dict(), "spec": spec.to_dict()}))
+        return 0
+    rows = [
+        [info.index, info.description, "x".join(map(str, info.out_shape)), f"{info.params:,}", info.receptive_field]
+        for info in analysis.layers
+    ]
+    print(f"{name}: 1x28x28 -> {'x'.join(map(str, analysis.out_shape))}")
+    print(format_table(["#", "layer", "output", "params", "RF"], rows))
+    print(f"total parameters: {analysis.params:,}; receptive field at the output: {analysis.receptive_field}")
+    return 0

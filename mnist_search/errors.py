@@ -1,0 +1,22 @@
+"""The project's exception types.
+
+``UserError`` and its subclasses mean "the input was wrong and the user can fix it":
+the CLI prints their message as one line and exits with code 2. Anything else that
+escapes is an internal error (a bug) and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input the user can fix; the message says what is wrong and how to fix it."""
+
+
+class SpecError(UserError):
+    """An architecture spec is malformed or describes an impossible network."""
+
+
+class DataError(UserError):
+    """MNIST files are missing, unreadable, truncated or corrupted."""
+
+
+class ConfigError(UserError):
+    """A training configuration or command-line option is out of range."""

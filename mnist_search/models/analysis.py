@@ -1,0 +1,141 @@
+"""Analytic facts about a spec, computed without building it: parameters, shapes, receptive field.
+
+The search relies on :func:`count_params` to enforce the parameter budget before any
+network is built, so it must equal ``sum(p.numel() for p in build(spec).parameters())``
+for every valid spec (a property-based test pins this).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mnist_search.errors import SpecError
+from mnist_search.models.spec import GAP, INPUT_SHAPE, NUM_CLASSES, ArchSpec, Conv, Layer, MaxPool
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int
+    description: str
+    out_shape: tuple[int, int, int]  # channels, height, width
+    params: int
+    receptive_field: int  # side of the input square one output unit sees
+    jump: int  # input pixels between neighbouring output units
+
+
+@dataclass(frozen=True)
+class Analysis:
+    layers: tuple[LayerInfo, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(info.params for info in self.layers)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.layers[-1].receptive_field
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.layers[-1].out_shape
+
+    def to_dict(self) -> dict:
+        return {
+            "params": self.params,
+            "receptive_field": self.receptive_field,
+            "out_shape": list(self.out_shape),
+            "layers": [
+                {
+                    "index": info.index,
+                    "layer": info.description,
+                    "out_shape": list(info.out_shape),
+                    "params": info.params,
+                    "receptive_field": info.receptive_field,
+                }
+                for info in self.layers
+            ],
+        }
+
+
+def conv_params(layer: Conv, in_channels: int) -> int:
+    weights = layer.out * (in_channels // layer.groups) * layer.k * layer.k
+    bias = layer.out if layer.bias else 0
+    batchnorm = 2 * layer.out if "bn" in layer.post else 0
+    return weights + bias + batchnorm
+
+
+def count_params(spec: ArchSpec) -> int:
+    """Trainable parameters of ``build(spec)``, from the channel flow alone."""
+    channels, total = INPUT_SHAPE[0], 0
+    for layer in spec.layers:
+        if isinstance(layer, Conv):
+            total += conv_params(layer, channels)
+            channels = layer.out
+    return total
+
+
+def analyse(spec: ArchSpec) -> Analysis:
+    """Per-layer output shape, parameters and receptive field; raises SpecError for impossible nets."""
+    channels, size = INPUT_SHAPE[0], INPUT_SHAPE[1]
+    rf, jump = 1, 1
+    infos: list[LayerInfo] = []
+    for index, layer in enumerate(spec.layers):
+        where = f"layer {index} ({_describe(layer)})"
+        params = 0
+        if isinstance(layer, Conv):
+            if channels % layer.groups:
+                raise SpecError(
+                    f"{where}: input channels ({channels}) must be a multiple of groups ({layer.groups})"
+                )
+            span = layer.dilation * (layer.k - 1) + 1
+            if span > size + 2 * layer.pad:
+                raise SpecError(
+                    f"{where}: kernel spans {span} pixels but the padded feature map is only "
+                    f"{size + 2 * layer.pad}; use a smaller kernel, more padding or fewer poolings before it"
+                )
+            params = conv_params(layer, channels)
+            size = size + 2 * layer.pad - span + 1
+            rf += (span - 1) * jump
+            channels = layer.out
+        elif isinstance(layer, MaxPool):
+            if size < layer.k:
+                raise SpecError(f"{where}: the {size}x{size} feature map is smaller than the pooling window")
+            rf += (layer.k - 1) * jump
+            jump *= layer.k
+            size //= layer.k
+        elif isinstance(layer, GAP):
+            rf += (size - 1) * jump
+            size = 1
+        infos.append(LayerInfo(index, _describe(layer), (channels, size, size), params, rf, jump))
+    if (channels, size) != (NUM_CLASSES, 1):
+        raise SpecError(
+            f"the network ends in {channels}x{size}x{size} but must end in {NUM_CLASSES}x1x1 "
+            f"(one logit per digit): end with a conv of {NUM_CLASSES} outputs and a gap layer"
+        )
+    return Analysis(tuple(infos))
+
+
+def validate(spec: ArchSpec) -> None:
+    """Raise SpecError unless ``spec`` describes a buildable 10-way classifier."""
+    analyse(spec)
+
+
+def _describe(layer: Layer) -> str:
+    if isinstance(layer, Conv):
+        text = f"conv{layer.k}x{layer.k}->{layer.out}"
+        if layer.pad:
+            text += f" pad{layer.pad}"
+        if layer.dilation > 1:
+            text += f" dil{layer.dilation}"
+        if layer.groups > 1:
+            text += f" g{layer.groups}"
+        if layer.bias:
+            text += " +bias"
+        if layer.post:
+            text += " " + "-".join(layer.post)
+        if layer.dropout:
+            text += f" drop{layer.dropout:g}"
+        return text
+    if isinstance(layer, MaxPool):
+        return f"maxpool{layer.k}"
+    return "gap"

@@ -1,0 +1,63 @@
+"""Build an ``nn.Module`` from an ArchSpec: one loop over the flat layer list."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnist_search.models.analysis import validate
+from mnist_search.models.spec import INPUT_SHAPE, ArchSpec, Conv, MaxPool
+
+
+class ConvBlock(nn.Module):
+    """Conv, then BatchNorm/ReLU in the spec's order, then dropout."""
+
+    def __init__(self, layer: Conv, in_channels: int) -> None:
+        super().__init__()
+        self.order = layer.post
+        self.conv = nn.Conv2d(
+            in_channels,
+            layer.out,
+            layer.k,
+            padding=layer.pad,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.bias,
+        )
+        self.bn = nn.BatchNorm2d(layer.out) if "bn" in layer.post else None
+        self.dropout = nn.Dropout(layer.dropout) if layer.dropout > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        for op in self.order:
+            x = self.bn(x) if op == "bn" else torch.relu(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return x
+
+
+class SpecNet(nn.Module):
+    """The network a spec describes; ``forward`` returns N x 10 logits."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels = INPUT_SHAPE[0]
+        for layer in spec.layers:
+            if isinstance(layer, Conv):
+                blocks.append(ConvBlock(layer, channels))
+                channels = layer.out
+            elif isinstance(layer, MaxPool):
+                blocks.append(nn.MaxPool2d(layer.k))
+            else:
+                blocks.append(nn.AdaptiveAvgPool2d(1))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).flatten(1)
+
+
+def build(spec: ArchSpec) -> SpecNet:
+    """Validate ``spec`` and return a freshly initialised network."""
+    validate(spec)
+    return SpecNet(spec)

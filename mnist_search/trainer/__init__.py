@@ -1,0 +1,11 @@
+"""HOW a network learns: MNIST data, augmentation, the training loop, metrics. Knows nothing of Optuna."""
+
+from mnist_search.trainer.config import TrainConfig
+from mnist_search.trainer.data import MNISTData, Split, load_mnist, resolve_data_dir
+from mnist_search.trainer.loop import FitResult, evaluate, fit, resolve_device, to_device
+from mnist_search.trainer.setup import build_seeded, splits_for
+
+__all__ = [
+    "FitResult", "MNISTData", "Split", "TrainConfig", "build_seeded", "evaluate", "fit",
+    "load_mnist", "resolve_data_dir", "resolve_device", "splits_for", "to_device",
+]

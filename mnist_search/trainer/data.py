@@ -1,0 +1,155 @@
+"""MNIST on disk -> uint8 tensors in memory, with a stratified validation split.
+
+Files are read with ``torchvision.datasets.MNIST`` (which downloads and verifies them on
+a machine that is online) and held once as uint8 tensors; the trainer normalises them on
+its device. The directory is resolved as ``--data-dir`` > ``MNIST_SEARCH_DATA_DIR`` > a
+per-user cache directory, and must use torchvision's layout (``<dir>/MNIST/raw/...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mnist_search.errors import DataError
+
+DATA_DIR_ENV = "MNIST_SEARCH_DATA_DIR"
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+DEFAULT_VAL_SIZE = 10_000
+SPLIT_SEED = 20_231  # fixed: every trial of every study sees the same validation split
+# Mean and std of the 60,000 training images scaled to [0, 1] (the figures the seeds use).
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # N x 28 x 28, uint8
+    labels: torch.Tensor  # N, int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class MNISTData:
+    """Training, held-out validation and test splits of MNIST."""
+
+    train: Split
+    val: Split
+    test: Split
+    root: Path
+
+    def full_train(self) -> Split:
+        """All training images (train + val), for final retraining and test-set evaluation."""
+        return Split(torch.cat([self.train.images, self.val.images]), torch.cat([self.train.labels, self.val.labels]))
+
+
+def default_data_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "mnist-search"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir`` if given, else $MNIST_SEARCH_DATA_DIR, else the per-user cache directory."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return default_data_dir()
+
+
+def load_mnist(
+    data_dir: str | os.PathLike | None = None,
+    val_size: int = DEFAULT_VAL_SIZE,
+    download: bool = True,
+) -> MNISTData:
+    """Read the four MNIST files (downloading them if absent and ``download``) and split off validation."""
+    root = resolve_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"MNIST data directory {root} is not a directory; pass --data-dir or set {DATA_DIR_ENV}")
+    train_images, train_labels = _read(root, train=True, download=download)
+    test_images, test_labels = _read(root, train=False, download=download)
+    if not 0 <= val_size < len(train_labels):
+        raise DataError(
+            f"validation size {val_size} must be between 0 and {len(train_labels) - 1} "
+            f"(the training set has {len(train_labels)} images)"
+        )
+    val_index = stratified_indices(train_labels, val_size, seed=SPLIT_SEED)
+    is_val = torch.zeros(len(train_labels), dtype=torch.bool)
+    is_val[val_index] = True
+    return MNISTData(
+        train=Split(train_images[~is_val], train_labels[~is_val]),
+        val=Split(train_images[is_val], train_labels[is_val]),
+        test=Split(test_images, test_labels),
+        root=root,
+    )
+
+
+def stratified_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """``size`` indices whose class proportions match ``labels`` (largest-remainder rounding)."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.bincount(labels, minlength=10).double()
+    quota = counts * size / len(labels)
+    take = quota.floor().long()
+    shortfall = size - int(take.sum())
+    take[torch.argsort(quota - take, descending=True)[:shortfall]] += 1
+    chosen = []
+    for digit in range(len(counts)):
+        members = torch.nonzero(labels == digit).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[: int(take[digit])]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import MNIST  # torchvision is slow to import; only pay when reading data
+
+    kind = "training" if train else "test"
+    raw = root / "MNIST" / "raw"
+    missing = [name for name in RAW_FILES if not (raw / name).is_file()]
+    try:
+        # torchvision prints download progress to stdout; keep the CLI's output clean.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            dataset = MNIST(str(root), train=train, download=download and bool(missing))
+    except OSError as exc:
+        raise DataError(f"cannot read the MNIST {kind} files in {raw}: {exc.strerror or exc}") from None
+    except (RuntimeError, AssertionError, ValueError, TypeError, KeyError, IndexError) as exc:
+        if missing:
+            raise DataError(
+                f"MNIST files not found in {raw} (missing {', '.join(missing)})"
+                + (" and the download failed" if download else "")
+                + f"; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR where DIR/MNIST/raw holds the four MNIST files"
+            ) from None
+        raise DataError(
+            f"the MNIST {kind} files in {raw} are truncated or corrupted ({type(exc).__name__}: {exc}); "
+            "delete them to download again, or point --data-dir at good copies"
+        ) from None
+    images, labels = dataset.data, dataset.targets
+    _check(images, labels, kind, raw)
+    return images.contiguous(), labels.long()
+
+
+def _check(images: torch.Tensor, labels: torch.Tensor, kind: str, raw: Path) -> None:
+    problem = None
+    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        problem = f"images have shape {tuple(images.shape)}, expected N x 28 x 28 bytes"
+    elif labels.dim() != 1 or len(labels) != len(images):
+        problem = f"{len(images)} images but {labels.numel()} labels"
+    elif len(labels) == 0:
+        problem = "no images"
+    elif int(labels.min()) < 0 or int(labels.max()) > 9:
+        problem = f"labels outside 0-9 (min {int(labels.min())}, max {int(labels.max())})"
+    if problem:
+        raise DataError(
+            f"the MNIST {kind} files in {raw} are truncated or corrupted: {problem}; "
+            "delete them to download again, or point --data-dir at good copies"
+        )

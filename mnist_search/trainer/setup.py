@@ -1,0 +1,27 @@
+"""Glue shared by every caller of ``fit``: a seeded model and the evaluation protocol's splits."""
+
+from __future__ import annotations
+
+import torch
+
+from mnist_search.errors import ConfigError
+from mnist_search.models import ArchSpec, SpecNet, build
+from mnist_search.trainer.data import MNISTData, Split
+
+EVAL_CHOICES = ("val", "test")
+
+
+def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:
+    """Build ``spec`` with weights initialised from ``seed`` (so seeded runs are reproducible)."""
+    torch.manual_seed(seed)
+    return build(spec)
+
+
+def splits_for(data: MNISTData, evaluate_on: str) -> tuple[Split, Split]:
+    """(train, eval) splits: 'val' trains on 50k and scores on the held-out 10k;
+    'test' trains on all 60k training images and scores on the test set, as the seeds did."""
+    if evaluate_on == "val":
+        return data.train, data.val
+    if evaluate_on == "test":
+        return data.full_train(), data.test
+    raise ConfigError(f"unknown evaluation split {evaluate_on!r}; choose {' or '.join(EVAL_CHOICES)}")

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny MNIST-format files written by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_DATA_ENV = "MNIST_SEARCH_REAL_DATA"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) in the IDX format MNIST uses (big-endian header)."""
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: each class is a bright 6x6 blob at its own place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = 3 + 7 * (label // 4), 3 + 7 * (label % 4)
+        images[i, row : row + 6, col : col + 6] = 255
+    return images, labels.astype(np.uint8)
+
+
+def make_tiny_mnist(root: Path, n_train: int = 400, n_test: int = 100) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = synthetic_digits(n, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    """A directory in torchvision's layout with 400 training and 100 test synthetic images."""
+    return make_tiny_mnist(tmp_path / "data")
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    """The real MNIST files, when CI or the developer points MNIST_SEARCH_REAL_DATA at them."""
+    root = os.environ.get(REAL_DATA_ENV)
+    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST not available: set {REAL_DATA_ENV} to a directory holding MNIST/raw")
+    return Path(root)

@@ -1,0 +1,123 @@
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnist_search.errors import SpecError
+from mnist_search.models import GAP, PRESETS, ArchSpec, Conv, MaxPool, analyse, build, count_params
+
+
+def test_json_round_trip_keeps_every_field():
+    spec = ArchSpec((Conv(8, k=3, pad=1, bias=True, post=("bn", "relu"), dropout=0.05, dilation=2),
+                     MaxPool(2), Conv(10, k=1, post=()), GAP()))
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec
+    assert json.loads(spec.to_json())["layers"][0] == {
+        "op": "conv", "out": 8, "k": 3, "pad": 1, "bias": True, "post": ["bn", "relu"],
+        "dropout": 0.05, "dilation": 2, "groups": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([{"op": "dense", "out": 10}], "unknown op 'dense'"),
+        ([{"op": "conv", "out": 0}], "conv 'out' must be an integer >= 1"),
+        ([{"op": "conv", "out": -3}], "conv 'out' must be an integer >= 1"),
+        ([{"op": "conv", "out": 10, "post": ["tanh"]}], "unknown post op 'tanh'"),
+        ([{"op": "conv", "out": 10, "dropout": 1.5}], "dropout"),
+        ([{"op": "conv", "out": 10, "kernel": 3}], "unknown field 'kernel'"),
+        ([{"op": "conv"}], "missing required field"),
+        ([{"out": 10}], 'must be an object with an "op" field'),
+        ([], "no layers"),
+    ],
+)
+def test_field_errors_are_clear(layers, message):
+    with pytest.raises(SpecError, match=message):
+        ArchSpec.from_dict({"layers": layers})
+
+
+def test_not_json_is_a_spec_error():
+    with pytest.raises(SpecError, match="not valid JSON"):
+        ArchSpec.from_json("{layers: ")
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ((Conv(10, k=29), GAP()), "kernel spans 29 pixels"),
+        ((Conv(8), MaxPool(2), MaxPool(2), MaxPool(2), MaxPool(2), MaxPool(2), Conv(10), GAP()),
+         "smaller than the pooling window"),
+        ((Conv(16), GAP()), "must end in 10x1x1"),
+        ((Conv(10),), "ends in 10x26x26"),
+        ((Conv(9), Conv(10, groups=2)), "multiple of 'groups'|multiple of groups"),
+    ],
+)
+def test_geometry_errors_are_clear(layers, message):
+    with pytest.raises(SpecError, match=message):
+        analyse(ArchSpec(layers))
+
+
+def test_shapes_and_receptive_fields_match_a_hand_computation():
+    spec = ArchSpec((Conv(8), Conv(8), MaxPool(2), Conv(16, pad=1), Conv(10, k=1, post=()), GAP()))
+    analysis = analyse(spec)
+    assert [i.out_shape for i in analysis.layers] == [(8, 26, 26), (8, 24, 24), (8, 12, 12), (16, 12, 12),
+                                                     (10, 12, 12), (10, 1, 1)]
+    assert [i.receptive_field for i in analysis.layers] == [3, 5, 6, 10, 10, 10 + 11 * 2]
+
+
+def test_analysed_shapes_match_the_built_module():
+    for preset in PRESETS.values():
+        model = build(preset.spec).eval()
+        x = torch.zeros(2, 1, 28, 28)
+        for block, info in zip(model.blocks, analyse(preset.spec).layers):
+            x = block(x)
+            assert tuple(x.shape[1:]) == info.out_shape
+
+
+@pytest.mark.parametrize(
+    "name, params", [("seed001-exp4", 7288), ("seed001-exp5", 7753), ("seed002", 7684), ("seed003", 7884)]
+)
+def test_presets_have_the_write_ups_parameter_counts(name, params):
+    spec = PRESETS[name].spec
+    assert count_params(spec) == params
+    assert sum(p.numel() for p in build(spec).parameters()) == params
+    assert analyse(spec).receptive_field == 28
+
+
+# Random specs: a few conv/pool stages over the input, then a 10-way head.
+conv_layers = st.builds(
+    Conv,
+    out=st.integers(1, 12),
+    k=st.sampled_from([1, 3, 5]),
+    pad=st.integers(0, 2),
+    bias=st.booleans(),
+    post=st.sampled_from([(), ("relu",), ("bn",), ("relu", "bn"), ("bn", "relu")]),
+    dropout=st.sampled_from([0.0, 0.1]),
+    dilation=st.sampled_from([1, 2]),
+)
+body = st.lists(st.one_of(conv_layers, conv_layers, st.just(MaxPool(2))), min_size=1, max_size=6)
+heads = st.sampled_from([
+    (Conv(10, k=1, post=()), GAP()),
+    (GAP(), Conv(10, k=1, post=())),
+    (GAP(), Conv(10, k=1, bias=True, post=("bn",))),
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=body, head=heads, depthwise=st.booleans())
+def test_count_params_equals_the_built_module_for_random_specs(body, head, depthwise):
+    layers = list(body)
+    if depthwise:  # a depthwise conv over whatever the body ends with
+        channels = next((l.out for l in reversed(layers) if isinstance(l, Conv)), 1)
+        layers.append(Conv(channels * 2, k=3, pad=1, groups=channels))
+    spec = ArchSpec(tuple(layers) + head)
+    try:
+        analyse(spec)
+    except SpecError:
+        return  # geometrically impossible spec (e.g. collapsed map): nothing to build
+    model = build(spec)
+    assert count_params(spec) == sum(p.numel() for p in model.parameters())
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

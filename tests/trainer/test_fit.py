@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from mnist_search.errors import ConfigError
+from mnist_search.models import ArchSpec, Conv, GAP, MaxPool, build
+from mnist_search.models.weights import load_weights, save_weights
+from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, resolve_device, to_device
+from mnist_search.trainer.loop import evaluate
+
+SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
+
+
+@pytest.fixture
+def data(tiny_mnist):
+    return load_mnist(tiny_mnist, val_size=100, download=False)
+
+
+def test_callback_runs_once_per_epoch_and_history_has_every_metric(data):
+    calls = []
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.05, rotation=10, seed=1)
+    result = fit(build_seeded(SMALL, 1), config, data.train, data.val, device="cpu",
+                 on_epoch=lambda epoch, metrics: calls.append((epoch, metrics["eval_acc"])))
+    assert [epoch for epoch, _ in calls] == [1, 2, 3]
+    assert result.status == "completed" and len(result.history) == 3
+    assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "seconds"}
+    assert [acc for _, acc in calls] == [m["eval_acc"] for m in result.history]
+
+
+def test_it_learns_the_synthetic_digits(data):
+    config = TrainConfig(epochs=8, batch_size=32, lr=0.1, scheduler="onecycle", seed=0)
+    result = fit(build_seeded(SMALL, 0), config, data.train, data.val, device="cpu")
+    assert result.history[-1]["eval_acc"] >= 90.0  # chance is 10%
+
+
+def test_a_raising_callback_stops_training(data):
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, metrics):
+        if epoch == 2:
+            raise Stop
+
+    seen = []
+    with pytest.raises(Stop):
+        fit(build_seeded(SMALL, 0), TrainConfig(epochs=5, batch_size=50), data.train, data.val, device="cpu",
+            on_epoch=lambda e, m: (seen.append(e), stop_after_two(e, m)))
+    assert seen == [1, 2]
+
+
+def test_divergence_stops_the_run_with_a_clear_status(data):
+    config = TrainConfig(epochs=5, batch_size=16, optimizer="sgd", lr=1e6, momentum=0.0)
+    spec = ArchSpec((Conv(6, post=("relu",)), MaxPool(2), Conv(10, k=1, post=()), GAP()))
+    calls = []
+    result = fit(build_seeded(spec, 0), config, data.train, data.val, device="cpu",
+                 on_epoch=lambda e, m: calls.append(e))
+    assert result.status == "diverged"
+    assert "diverged in epoch 1" in result.message and "learning rate" in result.message
+    assert calls == []  # stopped inside the first epoch, before wasting more
+
+
+def test_seeded_cpu_runs_are_reproducible(data):
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=8, translate=0.05, seed=5)
+    first = fit(build_seeded(SMALL, 5), config, data.train, data.val, device="cpu").history
+    second = fit(build_seeded(SMALL, 5), config, data.train, data.val, device="cpu").history
+    drop_time = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]
+    assert drop_time(first) == drop_time(second)
+    other = fit(build_seeded(SMALL, 6), config.replace(seed=6), data.train, data.val, device="cpu").history
+    assert drop_time(other) != drop_time(first)
+
+
+def test_saved_weights_reload_to_identical_outputs(data, tmp_path):
+    model = build_seeded(SMALL, 0)
+    fit(model, TrainConfig(epochs=1, batch_size=32), data.train, data.val, device="cpu")
+    save_weights(model, tmp_path / "w.safetensors")
+    again = load_weights(build(SMALL), tmp_path / "w.safetensors")
+    images, labels = to_device(data.test, torch.device("cpu"))
+    model.eval(), again.eval()
+    with torch.no_grad():
+        assert torch.equal(model(images), again(images))
+    assert evaluate(model, images, labels) == evaluate(again, images, labels)
+
+
+def test_evaluation_leaves_the_training_model_untouched(data):
+    model = build_seeded(SMALL, 0)
+    before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    images, labels = to_device(data.val, torch.device("cpu"))
+    evaluate(model, images, labels)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key][0]) and value.stride() == before[key][1]
+
+
+def test_cuda_without_a_gpu_is_a_user_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
