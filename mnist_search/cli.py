@@ -14,7 +14,11 @@ from collections.abc import Sequence
 
 from mnist_search import __version__
 from mnist_search.errors import UserError
+from mnist_search.search.objective import DEFAULT_LAST_K
+from mnist_search.search.study import PRUNERS, SAMPLERS
+from mnist_search.storage.urls import DEFAULT_STORAGE, STORAGE_ENV
 from mnist_search.trainer.data import DEFAULT_VAL_SIZE
+from mnist_search.trainer.setup import COMPILE_CHOICES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -63,12 +67,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     train.add_argument("--eval", choices=("val", "test"), default="val",
                        help="val: train on 50k, score the held-out 10k (default); test: train on 60k, score the test set")
-    train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+    train.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
                        help="torch.compile the training step (auto: when the run has 2,000+ steps)")
     train.add_argument("--out", help="output directory (default runs/NAME-TIMESTAMP)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_data_dir(train)
+
+    for verb, text in (("run", "run trials of the budget-aware search (creates or resumes the study)"),
+                       ("worker", "join an existing study from this machine and run trials on it")):
+        search = verbs.add_parser(verb, help=text)
+        search.add_argument("--trials", type=int, default=1 if verb == "worker" else 20,
+                            help="trials to add to the study (default %(default)s)")
+        _add_storage(search)
+        search.add_argument("--max-params", type=int, default=8000, help="parameter budget (default 8000)")
+        search.add_argument("--epochs", type=int, default=15, help="epochs per trial (default 15)")
+        search.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
+                            help=f"score = mean validation accuracy of the last K epochs (default {DEFAULT_LAST_K})")
+        search.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe (multivariate)")
+        search.add_argument("--pruner", choices=PRUNERS, default="median", help="default median")
+        search.add_argument("--seed", type=int, default=None, help="sampler seed (default: random)")
+        search.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+        search.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
+                            help="torch.compile each trial's training step (auto: when it has 2,000+ steps)")
+        search.add_argument("--artifacts", help="directory for trial weights (default: beside the SQLite file)")
+        _add_data_dir(search)
+
+    export = verbs.add_parser("export", help="write the best trial as a standalone Python module (+ weights)")
+    _add_storage(export)
+    export.add_argument("--output", default="best_net.py", help="module to write (default best_net.py)")
+    export.add_argument("--weights", help="also write the trial's weights here (safetensors)")
+    export.add_argument("--max-params", type=int, help="pick the best trial with at most this many parameters")
+    export.add_argument("--artifacts", help="directory of trial weights (default: beside the SQLite file)")
+
+    dashboard = verbs.add_parser("dashboard", help="browse the study in optuna-dashboard")
+    _add_storage(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.add_argument("--artifacts", help="directory of trial weights (default: beside the SQLite file)")
     return parser
+
+
+def _add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help=f"storage URL (default ${STORAGE_ENV}, else {DEFAULT_STORAGE})")
+    parser.add_argument("--study-name", default="mnist-search", help="study name (default mnist-search)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,10 +13,10 @@ from mnist_search.commands.common import architecture
 from mnist_search.errors import ConfigError, UserError
 from mnist_search.models import analyse
 from mnist_search.models.weights import save_weights
-from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, resolve_device, splits_for
+from mnist_search.trainer import (
+    TrainConfig, build_seeded, fit, load_mnist, resolve_device, should_compile, splits_for,
+)
 
-# Compiling costs 10-30 s on the CPU and saves ~25% per step; below this it does not pay.
-COMPILE_MIN_STEPS = 2000
 COLUMNS = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "seconds")
 
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     out = _prepare_out_dir(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     data = load_mnist(args.data_dir, val_size=args.val_size)
     train, evaluate_on = splits_for(data, args.eval)
-    compile_model = _use_compile(args.compile, device, config.epochs * len(train) // config.batch_size)
+    compile_model = should_compile(args.compile, config, len(train))
 
     print(
         f"training {name} ({analysis.params:,} params, RF {analysis.receptive_field}) on {device} "
@@ -93,10 +93,3 @@ def _prepare_out_dir(path: str) -> Path:
     except OSError as exc:
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --out") from None
     return out
-
-
-def _use_compile(choice: str, device, total_steps: int) -> bool:
-    """'auto' compiles when the run is long enough to repay the compile (see BENCHMARKS.md)."""
-    if choice == "auto":
-        return total_steps >= COMPILE_MIN_STEPS
-    return choice == "on"

@@ -1,0 +1,11 @@
+"""WHICH networks to try: the search space, the objective, the Optuna study and its pruning."""
+
+from mnist_search.search.objective import DEFAULT_LAST_K, Objective, TrainingDiverged, consistency_score
+from mnist_search.search.space import Choices, Infeasible, sample_choices, sample_config, spec_from_choices
+from mnist_search.search.study import PRUNERS, SAMPLERS, make_pruner, make_sampler, open_study
+
+__all__ = [
+    "Choices", "DEFAULT_LAST_K", "Infeasible", "Objective", "PRUNERS", "SAMPLERS", "TrainingDiverged",
+    "consistency_score", "make_pruner", "make_sampler", "open_study", "sample_choices", "sample_config",
+    "spec_from_choices",
+]

@@ -90,6 +90,10 @@ def fit(
     steps_per_epoch = len(train) // config.batch_size if drop_last else math.ceil(len(train) / config.batch_size)
     if steps_per_epoch == 0:
         raise ConfigError(f"batch size {config.batch_size} is larger than the {len(train)} training images")
+    # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md); eager
+    # oneDNN training is faster contiguous, and on CUDA it is unmeasured, so both stay contiguous.
+    memory_format = torch.channels_last if compile_model and device.type == "cpu" else torch.contiguous_format
+    model.to(memory_format=memory_format)
     step_model = torch.compile(model) if compile_model else model
     optimizer = make_optimizer(model.parameters(), config)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
@@ -112,7 +116,7 @@ def fit(
                     images, generator, config.rotation, config.translate,
                     (config.scale_min, config.scale_max), fill=BLACK,
                 )
-            logits = step_model(images)
+            logits = step_model(images.contiguous(memory_format=memory_format))
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -6,9 +6,13 @@ import torch
 
 from mnist_search.errors import ConfigError
 from mnist_search.models import ArchSpec, SpecNet, build
+from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNISTData, Split
 
 EVAL_CHOICES = ("val", "test")
+COMPILE_CHOICES = ("auto", "on", "off")
+# Compiling costs 10-30 s on the CPU and saves ~25% per step (BENCHMARKS.md); below this it does not pay.
+COMPILE_MIN_STEPS = 2000
 
 
 def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:
@@ -25,3 +29,10 @@ def splits_for(data: MNISTData, evaluate_on: str) -> tuple[Split, Split]:
     if evaluate_on == "test":
         return data.full_train(), data.test
     raise ConfigError(f"unknown evaluation split {evaluate_on!r}; choose {' or '.join(EVAL_CHOICES)}")
+
+
+def should_compile(choice: str, config: TrainConfig, train_images: int) -> bool:
+    """'auto' compiles when the run is long enough to repay the compile; 'on'/'off' force it."""
+    if choice == "auto":
+        return config.epochs * (train_images // config.batch_size) >= COMPILE_MIN_STEPS
+    return choice == "on"

@@ -1,0 +1,76 @@
+"""`mnist-search export`: the best completed trial within budget as a standalone module (+ weights)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+from mnist_search.errors import UserError
+from mnist_search.models import ArchSpec
+from mnist_search.models.export import export_source
+from mnist_search.search import open_study
+from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
+
+
+def best_trial(study: optuna.Study, max_params: int | None) -> optuna.trial.FrozenTrial:
+    """The highest-scoring completed trial whose parameter count is within ``max_params`` (if given)."""
+    completed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if not completed:
+        raise UserError(f"study {study.study_name!r} has no completed trial yet; run `mnist-search run` first")
+    within = [t for t in completed if max_params is None or t.user_attrs.get("params", 0) <= max_params]
+    if not within:
+        smallest = min(t.user_attrs.get("params", 0) for t in completed)
+        raise UserError(f"no completed trial has at most {max_params:,} parameters (the smallest has {smallest:,})")
+    return max(within, key=lambda t: t.value)
+
+
+def run(args: argparse.Namespace) -> int:
+    url = resolve_storage_url(args.storage)
+    study = open_study(open_storage(url), args.study_name, sampler=None, pruner=None, create=False)
+    trial = best_trial(study, args.max_params)
+    output = Path(args.output)
+    spec = ArchSpec.from_dict(trial.user_attrs["spec"])
+    history = trial.user_attrs.get("history", [])
+    details = "\n".join([
+        f"Exported by mnist-search from study {study.study_name!r} trial #{trial.number} ({mask_password(url)}).",
+        "",
+        f"Parameters: {trial.user_attrs['params']:,}",
+        f"Receptive field: {trial.user_attrs['receptive_field']}",
+        f"Score (mean validation accuracy of the last epochs): {trial.value:.3f}%",
+        f"Minimum validation accuracy over those epochs: {trial.user_attrs.get('last_k_min', float('nan')):.2f}%",
+        "Validation accuracy per epoch: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
+        "Training recipe (mnist_search TrainConfig):",
+        json.dumps(trial.user_attrs["config"], indent=4),
+        "",
+        "Architecture (mnist_search ArchSpec):",
+        spec.to_json(),
+    ])
+    source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details)
+    _write(output, source)
+    print(f"wrote {output}: trial #{trial.number}, score {trial.value:.3f}, {trial.user_attrs['params']:,} params")
+    if args.weights:
+        artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
+        artifact_id = trial.user_attrs.get("weights_artifact")
+        if not artifact_id or not (artifact_dir / artifact_id).is_file():
+            raise UserError(f"the weights of trial #{trial.number} are not in {artifact_dir}; pass --artifacts DIR")
+        weights = Path(args.weights)
+        if weights.exists():
+            weights.unlink()
+        try:
+            download_artifact(artifact_store=FileSystemArtifactStore(str(artifact_dir)), artifact_id=artifact_id,
+                              file_path=str(weights))
+        except OSError as exc:
+            raise UserError(f"cannot write weights to {weights}: {exc.strerror or exc}") from None
+        print(f"wrote {weights}; load with: from {output.stem} import load_weights; net = load_weights('{weights}')")
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; choose another --output") from None

@@ -1,0 +1,90 @@
+"""`mnist-search run` / `mnist-search worker`: run trials of a budget-aware search on a shared study."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import optuna
+
+from mnist_search.errors import ConfigError
+from mnist_search.search import Objective, TrainingDiverged, make_pruner, make_sampler, open_study
+from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
+from mnist_search.trainer import load_mnist, resolve_device
+
+# The narrowest network the space can build (one 4-wide conv per block and a 1x1 head) has ~300 parameters.
+MIN_BUDGET = 300
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.max_params < MIN_BUDGET:
+        raise ConfigError(f"--max-params {args.max_params} is too small for any network in the space; use at least {MIN_BUDGET}")
+    if not 1 <= args.last_k <= args.epochs:
+        raise ConfigError(f"--last-k must be between 1 and --epochs ({args.epochs}), got {args.last_k}")
+    device = resolve_device(args.device)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_storage_url(args.storage)
+    storage = open_storage(url)
+    data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
+    study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=False),
+                       make_pruner(args.pruner, args.epochs), create=args.verb == "run")
+    artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
+    objective = Objective(data=data, max_params=args.max_params, epochs=args.epochs, device=str(device),
+                          artifact_dir=artifact_dir, last_k=args.last_k, seed=args.seed,
+                          compile_choice=args.compile)
+    existing = len(study.trials)
+    print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
+          f"on {device} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
+          f"pruner {args.pruner}); weights in {artifact_dir}")
+    progress = Progress(args.trials, existing)
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=args.trials, callbacks=[progress], catch=(TrainingDiverged,),
+                   gc_after_trial=False)
+    print(progress.summary(study, time.perf_counter() - started))
+    storage_flag = f" --storage {mask_password(url)}" if args.storage else ""
+    print(f"next: mnist-search export{storage_flag} --study-name {study.study_name} --output best_net.py "
+          "--weights best_net.safetensors")
+    return 0
+
+
+class Progress:
+    """Prints one line per finished trial: n/N, its outcome, the best so far, the counts."""
+
+    def __init__(self, total: int, already: int) -> None:
+        self.total, self.already, self.done = total, already, 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.done += 1
+        params = trial.user_attrs.get("params")
+        outcome = {
+            optuna.trial.TrialState.COMPLETE: f"score {trial.value:.3f}",
+            optuna.trial.TrialState.PRUNED: "infeasible" if "infeasible" in trial.user_attrs else
+            f"pruned at epoch {trial.last_step}",
+            optuna.trial.TrialState.FAIL: "failed",
+        }.get(trial.state, trial.state.name.lower())
+        print(f"trial {self.done}/{self.total} (#{trial.number}): {outcome}"
+              + (f", {params:,} params" if params else "") + f" | {self.best(study)} | {self.counts(study)}", flush=True)
+
+    @staticmethod
+    def best(study: optuna.Study) -> str:
+        try:
+            best = study.best_trial
+        except ValueError:
+            return "no completed trial yet"
+        return f"best #{best.number} {best.value:.3f} ({best.user_attrs.get('params', 0):,} params)"
+
+    @staticmethod
+    def counts(study: optuna.Study) -> str:
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        infeasible = sum("infeasible" in t.user_attrs for t in study.get_trials(deepcopy=False))
+        S = optuna.trial.TrialState
+        return (f"completed {states.count(S.COMPLETE)}, pruned {states.count(S.PRUNED) - infeasible}, "
+                f"infeasible {infeasible}, failed {states.count(S.FAIL)}")
+
+    def summary(self, study: optuna.Study, seconds: float) -> str:
+        return f"finished {self.done} trials in {seconds / 60:.1f} min; {self.counts(study)}; {self.best(study)}"

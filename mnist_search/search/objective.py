@@ -1,0 +1,108 @@
+"""The objective: sample, train on the training split, score on the validation split, prune per epoch."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna_dashboard import save_note
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from mnist_search.models import ArchSpec, analyse
+from mnist_search.models.weights import save_weights
+from mnist_search.search.space import Infeasible, sample_choices, sample_config, spec_from_choices
+from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, should_compile
+
+DEFAULT_LAST_K = 5
+
+
+class TrainingDiverged(Exception):
+    """The trial's training blew up; Optuna records the trial as FAIL and the study goes on."""
+
+
+def consistency_score(accuracies: list[float], last_k: int) -> float:
+    """Mean validation accuracy of the last ``last_k`` epochs (the minimum is recorded too).
+
+    The mean is the objective because it is a less noisy signal for the sampler than the
+    minimum of K values; "consistent" (every one of the last K at or above a target) is
+    judged from the recorded minimum.
+    """
+    tail = accuracies[-last_k:]
+    return sum(tail) / len(tail)
+
+
+@dataclass
+class Objective:
+    data: MNISTData
+    max_params: int
+    epochs: int
+    device: str
+    artifact_dir: Path
+    last_k: int = DEFAULT_LAST_K
+    seed: int = 0
+    compile_choice: str = "auto"  # auto | on | off (see trainer.should_compile)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            choices = sample_choices(trial, self.max_params)
+        except Infeasible as exc:
+            trial.set_user_attr("infeasible", str(exc))
+            raise optuna.TrialPruned(f"infeasible sample: {exc}") from None
+        spec = spec_from_choices(choices)
+        config = sample_config(trial, self.epochs, self.seed)
+        analysis = analyse(spec)
+        for key, value in {
+            "params": analysis.params, "receptive_field": analysis.receptive_field, "spec": spec.to_dict(),
+            "config": config.to_dict(), "device": self.device, "max_params": self.max_params,
+        }.items():
+            trial.set_user_attr(key, value)
+
+        save_note(trial, architecture_note(spec, config))
+        history: list[dict] = []
+        started = time.perf_counter()
+
+        def on_epoch(epoch: int, metrics: dict) -> None:
+            history.append(metrics)
+            trial.set_user_attr("history", history)
+            trial.report(metrics["eval_acc"], epoch)
+            if trial.should_prune():
+                trial.set_user_attr("seconds", time.perf_counter() - started)
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metrics['eval_acc']:.2f}%")
+
+        model = build_seeded(spec, config.seed)
+        result = fit(model, config, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
+                     compile_model=should_compile(self.compile_choice, config, len(self.data.train)))
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        if result.status != "completed":
+            trial.set_user_attr("status", result.status)
+            raise TrainingDiverged(result.message)
+        accuracies = [m["eval_acc"] for m in history]
+        trial.set_user_attr("last_k_min", min(accuracies[-self.last_k:]))
+        self._store_weights(trial, model)
+        return consistency_score(accuracies, self.last_k)
+
+    def _store_weights(self, trial: optuna.Trial, model) -> None:
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(str(self.artifact_dir))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial-{trial.number}.safetensors"
+            save_weights(model, path)
+            artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        trial.set_user_attr("weights_artifact", artifact_id)
+
+
+def architecture_note(spec: ArchSpec, config: TrainConfig) -> str:
+    """Markdown shown on the trial's page in optuna-dashboard: the per-layer table and the recipe."""
+    analysis = analyse(spec)
+    rows = "\n".join(
+        f"| {i.index} | {i.description} | {'x'.join(map(str, i.out_shape))} | {i.params:,} | {i.receptive_field} |"
+        for i in analysis.layers
+    )
+    recipe = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.to_dict().items())
+    return (
+        f"**{analysis.params:,} parameters, receptive field {analysis.receptive_field}**\n\n"
+        f"| # | layer | output | params | RF |\n|---|---|---|---|---|\n{rows}\n\n**Recipe:** {recipe}\n"
+    )

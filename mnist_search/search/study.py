@@ -1,0 +1,51 @@
+"""The Optuna study: sampler, pruner, and creating or resuming a study in a storage."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+from optuna.storages import BaseStorage
+
+from mnist_search.errors import UserError
+
+SAMPLERS = ("tpe", "random", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def make_sampler(name: str, seed: int | None, parallel: bool) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # multivariate TPE and constant liar are flagged "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=parallel, seed=seed)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+    raise UserError(f"unknown sampler {name!r}; choose {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Let the first 5 trials finish and judge no trial before epoch 3: early epochs are noisy.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(3, max(epochs - 1, 0)))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UserError(f"unknown pruner {name!r}; choose {', '.join(PRUNERS)}")
+
+
+def open_study(storage: BaseStorage, study_name: str, sampler, pruner, create: bool = True) -> optuna.Study:
+    """Create the study or resume it; with ``create=False`` an unknown study is a user error."""
+    if create:
+        return optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+    try:
+        return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UserError(
+            f"no study named {study_name!r} in this storage"
+            + (f"; studies there: {', '.join(names)}" if names else "; it holds no study yet (run `mnist-search run`)")
+        ) from None

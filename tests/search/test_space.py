@@ -1,0 +1,61 @@
+import optuna
+import pytest
+
+from mnist_search.models import PRESETS, count_params
+from mnist_search.search.space import Choices, Infeasible, sample_choices, sample_config, spec_from_choices
+
+PRESET_CHOICES = {
+    "seed001-exp4": Choices(block1=(8, 8, 8), block2=(16, 16, 16), order=("relu", "bn"), head="conv_gap"),
+    "seed001-exp5": Choices(block1=(9, 9, 9), block2=(16, 16, 16), order=("relu", "bn"), head="conv_gap"),
+    "seed002": Choices(block1=(10, 10, 15), block2=(10, 10, 32), squeeze="after_pool", squeeze_width=10,
+                       squeeze_post=("bn", "relu"), order=("bn", "relu"), dropout=0.029, head="gap_conv"),
+    "seed003": Choices(block1=(10, 10, 10, 10), block2=(14, 14, 13), squeeze="before_pool", squeeze_width=10,
+                       squeeze_post=("bn",), order=("bn", "relu"), last_relu=False, head="gap_conv",
+                       head_post=("bn",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_expressible_in_the_space(name):
+    assert spec_from_choices(PRESET_CHOICES[name]) == PRESETS[name].spec
+
+
+def test_the_space_can_sample_every_preset_structure():
+    """Each structural choice the presets need is a value the sampler can pick."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {"squeeze": set(), "order": set(), "head": set(), "last_relu": set(), "head_bn": set(), "block1_convs": set()}
+    for _ in range(200):
+        trial = study.ask()
+        try:
+            sample_choices(trial, 8000)
+        except Infeasible:
+            pass
+        for key in seen:
+            seen[key].add(trial.params.get(key))
+        study.tell(trial, 0.0)
+    assert {"none", "before_pool", "after_pool"} <= seen["squeeze"]
+    assert {"bn_relu", "relu_bn"} <= seen["order"] and {"conv_gap", "gap_conv"} <= seen["head"]
+    assert {True, False} <= seen["last_relu"] and {True, False} <= seen["head_bn"] and {3, 4} <= seen["block1_convs"]
+
+
+@pytest.mark.parametrize("budget", [2000, 5000, 8000])
+def test_every_sample_fits_the_budget_and_uses_most_of_it(budget):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=budget))
+    counts, infeasible = [], 0
+    for _ in range(100):
+        trial = study.ask()
+        try:
+            counts.append(count_params(spec_from_choices(sample_choices(trial, budget))))
+        except Infeasible:
+            infeasible += 1
+        sample_config(trial, epochs=15, seed=0)
+        study.tell(trial, 0.0)
+    assert counts and max(counts) <= budget
+    assert sorted(counts)[len(counts) // 2] >= 0.8 * budget  # widths are scaled up to the budget
+    assert infeasible < 20
+
+
+def test_a_budget_below_the_narrowest_structure_is_infeasible():
+    trial = optuna.create_study().ask()
+    with pytest.raises(Infeasible, match="narrowest"):
+        sample_choices(trial, 100)

@@ -1,0 +1,146 @@
+"""End-to-end searches on tiny synthetic data: real SQLite files, the real PostgreSQL server, real HTTP."""
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+import torch
+
+from mnist_search.models import ArchSpec, build
+from mnist_search.models.weights import load_weights
+from mnist_search.search import Objective, make_pruner, open_study
+from mnist_search.storage import open_storage
+from mnist_search.trainer import load_mnist
+from tests.cli.test_cli_basics import assert_user_error, cli
+
+SEARCH = ("--epochs", "2", "--last-k", "1", "--val-size", "100", "--seed", "3")
+
+
+def trial_states(url: str, name: str = "mnist-search") -> list[str]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t.state.name for t in study.trials]
+
+
+def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = cli("run", "--trials", "3", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert first.returncode == 0, first.stderr
+    assert "trial 3/3" in first.stdout and "next: mnist-search export" in first.stdout
+    assert len(trial_states(url)) == 3
+
+    again = cli("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert again.returncode == 0, again.stderr
+    assert "3 trials so far" in again.stdout and len(trial_states(url)) == 5
+
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            attrs = trial.user_attrs
+            assert attrs["params"] <= 8000 and len(attrs["history"]) == 2 and attrs["device"] == "cpu"
+            assert set(attrs) >= {"receptive_field", "spec", "config", "seconds", "weights_artifact"}
+
+    module, weights = tmp_path / "best_net.py", tmp_path / "best_net.safetensors"
+    exported = cli("export", "--storage", url, "--output", str(module), "--weights", str(weights))
+    assert exported.returncode == 0, exported.stderr
+
+    best = study.best_trial
+    spec = ArchSpec.from_dict(best.user_attrs["spec"])
+    loaded = importlib.util.spec_from_file_location("best_net", module)
+    best_net = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(best_net)
+    net = best_net.load_weights(str(weights))
+    assert sum(p.numel() for p in net.parameters()) == best.user_attrs["params"]
+    artifact = tmp_path / "study-artifacts" / best.user_attrs["weights_artifact"]  # beside study.db by default
+    trained = load_weights(build(spec), artifact).eval()
+    images = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(net(images), trained(images))
+    source = module.read_text()
+    assert "import pickle" not in source and "torch.load" not in source
+    assert f"trial #{best.number}" in source and f"{best.user_attrs['params']:,}" in source
+
+
+def test_postgresql_study(tiny_mnist, tmp_path, postgres_url):
+    result = cli("run", "--trials", "3", "--storage", postgres_url, "--study-name", "pg-study",
+                 "--artifacts", str(tmp_path / "artifacts"), "--data-dir", str(tiny_mnist), *SEARCH)
+    assert result.returncode == 0, result.stderr
+    assert len(trial_states(postgres_url, "pg-study")) == 3
+    worker = cli("worker", "--trials", "1", "--storage", postgres_url, "--study-name", "pg-study",
+                 "--artifacts", str(tmp_path / "artifacts"), "--data-dir", str(tiny_mnist), *SEARCH)
+    assert worker.returncode == 0, worker.stderr
+    assert len(trial_states(postgres_url, "pg-study")) == 4
+
+
+def test_pruning_stops_a_hopeless_trial(tiny_mnist, tmp_path):
+    data = load_mnist(tiny_mnist, val_size=100, download=False)
+    storage = open_storage(f"sqlite:///{tmp_path / 'prune.db'}")
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    study = open_study(storage, "prune", optuna.samplers.RandomSampler(seed=0), pruner)
+    good = {"optimizer": "sgd", "sgd_lr": 0.1, "momentum": 0.9, "scheduler": "cosine", "batch_size": 64,
+            "rotation": 0.0, "translate": 0.0, "label_smoothing": 0.0, "dropout": 0.0}
+    hopeless = {**good, "sgd_lr": 0.005, "momentum": 0.8, "batch_size": 256, "scheduler": "step",
+                "step_size": 3, "gamma": 0.1}
+    for params in (good, good, hopeless):
+        study.enqueue_trial(params, skip_if_exists=False)
+    objective = Objective(data=data, max_params=8000, epochs=4, device="cpu", artifact_dir=tmp_path / "a", last_k=1)
+    study.optimize(objective, n_trials=3)
+    states = [t.state for t in study.trials]
+    assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert states[2] == optuna.trial.TrialState.PRUNED
+    assert study.trials[2].last_step < 4  # stopped before its last epoch
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_over_http(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    assert cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mnist_search", "dashboard", "--storage", url, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        studies = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies and studies[0]["study_name"] == "mnist-search"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}?after=0") as response:
+            detail = json.load(response)
+        assert len(detail["trials"]) == 1
+        note = detail["trials"][0]["note"]["body"]
+        assert "parameters, receptive field" in note and "| # | layer |" in note
+        busy = cli("dashboard", "--storage", url, "--port", str(port))
+        assert_user_error(busy, "choose another --port")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
+    data = ("--data-dir", str(tiny_mnist), "--val-size", "100")
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert_user_error(cli("run", "--trials", "0", "--storage", db, *data), "--trials must be at least 1")
+    assert_user_error(cli("run", "--trials", "-2", "--storage", db, *data), "--trials must be at least 1")
+    assert_user_error(cli("run", "--max-params", "50", "--storage", db, *data), "too small")
+    assert_user_error(cli("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
+    assert_user_error(cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data),
+                      "cannot open storage", "***")
+    assert "hunter2" not in cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data).stderr
+    assert_user_error(cli("worker", "--storage", db, "--study-name", "nope", *data), "no study named 'nope'")
+    assert_user_error(cli("export", "--storage", db, "--study-name", "nope"), "no study named")
+    # None of the bad inputs created a study or a trial.
+    assert not (tmp_path / "s.db").exists() or optuna.get_all_study_summaries(db) == []
