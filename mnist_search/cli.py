@@ -13,12 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from mnist_search import __version__
+from mnist_search.defaults import (
+    COMPILE_CHOICES,
+    DEFAULT_LAST_K,
+    DEFAULT_MAX_PARAMS,
+    DEFAULT_STORAGE,
+    DEFAULT_VAL_SIZE,
+    PRUNERS,
+    SAMPLERS,
+    STORAGE_ENV,
+)
 from mnist_search.errors import UserError
-from mnist_search.search.objective import DEFAULT_LAST_K
-from mnist_search.search.study import PRUNERS, SAMPLERS
-from mnist_search.storage.urls import DEFAULT_STORAGE, STORAGE_ENV
-from mnist_search.trainer.data import DEFAULT_VAL_SIZE
-from mnist_search.trainer.setup import COMPILE_CHOICES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -79,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--trials", type=int, default=1 if verb == "worker" else 20,
                             help="trials to add to the study (default %(default)s)")
         _add_storage(search)
-        search.add_argument("--max-params", type=int, default=8000, help="parameter budget (default 8000)")
+        search.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS,
+                            help=f"parameter budget (default {DEFAULT_MAX_PARAMS})")
         search.add_argument("--epochs", type=int, default=15, help="epochs per trial (default 15)")
         search.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
                             help=f"score = mean validation accuracy of the last K epochs (default {DEFAULT_LAST_K})")
@@ -90,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
                             help="torch.compile each trial's training step (auto: when it has 2,000+ steps)")
         search.add_argument("--artifacts", help="directory for trial weights (default: beside the SQLite file)")
+        search.add_argument("--workers", type=int, default=1,
+                            help="local worker processes sharing the study (default 1)")
         _add_data_dir(search)
 
     export = verbs.add_parser("export", help="write the best trial as a standalone Python module (+ weights)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,13 +29,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-params {args.max_params} is too small for any network in the space; use at least {MIN_BUDGET}")
     if not 1 <= args.last_k <= args.epochs:
         raise ConfigError(f"--last-k must be between 1 and --epochs ({args.epochs}), got {args.last_k}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     device = resolve_device(args.device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_storage_url(args.storage)
     storage = open_storage(url)
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
-    study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=False),
+    parallel = args.workers > 1 or args.verb == "worker"  # other workers may share the study
+    study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
                        make_pruner(args.pruner, args.epochs), create=args.verb == "run")
+    if args.workers > 1:
+        return _run_workers(args, study.study_name, url)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     objective = Objective(data=data, max_params=args.max_params, epochs=args.epochs, device=str(device),
                           artifact_dir=artifact_dir, last_k=args.last_k, seed=args.seed,
@@ -88,3 +96,32 @@ class Progress:
 
     def summary(self, study: optuna.Study, seconds: float) -> str:
         return f"finished {self.done} trials in {seconds / 60:.1f} min; {self.counts(study)}; {self.best(study)}"
+
+
+def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
+    """Split the trials over ``--workers`` local `mnist-search worker` processes sharing the study."""
+    shares = [args.trials // args.workers + (i < args.trials % args.workers) for i in range(args.workers)]
+    passed = ["--storage", url, "--study-name", study_name, "--max-params", str(args.max_params),
+              "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--sampler", args.sampler,
+              "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
+              "--val-size", str(args.val_size)]
+    for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir)):
+        if value:
+            passed += [flag, value]
+    print(f"starting {args.workers} worker processes on study {study_name!r} ({', '.join(map(str, shares))} trials)")
+    children = []
+    for index, share in enumerate(s for s in shares if s):
+        seed = ["--seed", str(args.seed + index)] if args.seed is not None else []
+        children.append(subprocess.Popen([sys.executable, "-m", "mnist_search", "worker", "--trials", str(share),
+                                          *passed, *seed]))
+    try:
+        codes = [child.wait() for child in children]
+    except KeyboardInterrupt:
+        for child in children:
+            child.send_signal(signal.SIGINT)
+        for child in children:
+            child.wait()
+        raise
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    print(f"workers finished; {Progress.counts(study)}; {Progress.best(study)}")
+    return max(codes)

@@ -14,7 +14,13 @@ from mnist_search.errors import ConfigError, UserError
 from mnist_search.models import analyse
 from mnist_search.models.weights import save_weights
 from mnist_search.trainer import (
-    TrainConfig, build_seeded, fit, load_mnist, resolve_device, should_compile, splits_for,
+    TrainConfig,
+    build_seeded,
+    fit,
+    load_mnist,
+    resolve_device,
+    should_compile,
+    splits_for,
 )
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "seconds")

@@ -8,15 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna_dashboard import save_note
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna_dashboard import save_note
 
+from mnist_search.defaults import DEFAULT_LAST_K
 from mnist_search.models import ArchSpec, analyse
 from mnist_search.models.weights import save_weights
 from mnist_search.search.space import Infeasible, sample_choices, sample_config, spec_from_choices
 from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, should_compile
-
-DEFAULT_LAST_K = 5
 
 
 class TrainingDiverged(Exception):

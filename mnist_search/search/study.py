@@ -7,10 +7,8 @@ import warnings
 import optuna
 from optuna.storages import BaseStorage
 
+from mnist_search.defaults import PRUNERS, SAMPLERS
 from mnist_search.errors import UserError
-
-SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
 
 
 def make_sampler(name: str, seed: int | None, parallel: bool) -> optuna.samplers.BaseSampler:

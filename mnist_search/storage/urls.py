@@ -11,10 +11,9 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from mnist_search.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from mnist_search.errors import UserError
 
-STORAGE_ENV = "MNIST_SEARCH_STORAGE"
-DEFAULT_STORAGE = "sqlite:///mnist-search.db"
 SCHEMES = ("sqlite", "postgresql")
 # A worker that stops heart-beating for this long is presumed dead and its trial is failed and retried.
 HEARTBEAT_INTERVAL_S = 30

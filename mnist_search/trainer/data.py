@@ -16,16 +16,15 @@ from pathlib import Path
 
 import torch
 
+from mnist_search.defaults import DATA_DIR_ENV, DEFAULT_VAL_SIZE
 from mnist_search.errors import DataError
 
-DATA_DIR_ENV = "MNIST_SEARCH_DATA_DIR"
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-DEFAULT_VAL_SIZE = 10_000
 SPLIT_SEED = 20_231  # fixed: every trial of every study sees the same validation split
 # Mean and std of the 60,000 training images scaled to [0, 1] (the figures the seeds use).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

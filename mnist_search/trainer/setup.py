@@ -10,7 +10,6 @@ from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNISTData, Split
 
 EVAL_CHOICES = ("val", "test")
-COMPILE_CHOICES = ("auto", "on", "off")
 # Compiling costs 10-30 s on the CPU and saves ~25% per step (BENCHMARKS.md); below this it does not pay.
 COMPILE_MIN_STEPS = 2000
 

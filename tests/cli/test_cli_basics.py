@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_search.models import build, ArchSpec
+from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
 
 

@@ -9,12 +9,11 @@ import time
 import urllib.request
 
 import optuna
-import pytest
 import torch
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-from mnist_search.search import Objective, make_pruner, open_study
+from mnist_search.search import Objective, open_study
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist
 from tests.cli.test_cli_basics import assert_user_error, cli
@@ -144,3 +143,13 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli("export", "--storage", db, "--study-name", "nope"), "no study named")
     # None of the bad inputs created a study or a trial.
     assert not (tmp_path / "s.db").exists() or optuna.get_all_study_summaries(db) == []
+
+
+def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    result = cli("run", "--trials", "4", "--workers", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert result.returncode == 0, result.stderr
+    assert "starting 2 worker processes" in result.stdout
+    numbers = [t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
+    assert sorted(numbers) == [0, 1, 2, 3]
+    assert "database is locked" not in result.stderr

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mnist_search.errors import ConfigError
-from mnist_search.models import ArchSpec, Conv, GAP, MaxPool, build
+from mnist_search.models import GAP, ArchSpec, Conv, MaxPool, build
 from mnist_search.models.weights import load_weights, save_weights
 from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, resolve_device, to_device
 from mnist_search.trainer.loop import evaluate

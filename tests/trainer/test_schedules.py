@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from mnist_search.trainer.config import TrainConfig
 from mnist_search.errors import ConfigError
+from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.schedules import make_optimizer, make_scheduler
 
 
