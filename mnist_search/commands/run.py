@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     device = resolve_device(args.device)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Our own progress lines report each trial; Optuna's warnings repeat them with tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
     url = resolve_storage_url(args.storage)
     storage = open_storage(url)
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing

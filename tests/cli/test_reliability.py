@@ -1,0 +1,61 @@
+"""Faults and bad input around the search: Ctrl-C, broken data, exports that cannot work."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+
+from tests.cli.test_cli_basics import assert_user_error, cli
+
+TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
+
+
+def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mnist_search", "run", "--trials", "3", "--epochs", "200", "--storage", url,
+         "--data-dir", str(tiny_mnist), *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            trials = optuna.load_study(study_name="mnist-search", storage=url).trials
+        except KeyError:
+            trials = []
+        if trials and trials[0].user_attrs.get("history"):
+            break  # the first trial is training
+        time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
+    assert states == ["FAIL"]
+
+    resumed = cli("run", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist), *TINY)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 trials so far" in resumed.stdout
+    states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
+    assert states == ["FAIL", "COMPLETE"]
+
+
+def test_more_bad_inputs_write_nothing(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    # A study with only a failed-to-start history: export has nothing to export.
+    optuna.create_study(study_name="empty", storage=url, direction="maximize")
+    assert_user_error(cli("export", "--storage", url, "--study-name", "empty"), "no completed trial")
+    assert_user_error(cli("run", "--storage", "sqlite:///" + str(tmp_path / "no" / "dir" / "s.db"),
+                          "--data-dir", str(tiny_mnist), *TINY), "does not exist")
+    assert_user_error(cli("run", "--storage", "not a url", "--data-dir", str(tiny_mnist), *TINY),
+                      "malformed storage URL")
+    assert_user_error(cli("run", "--epochs", "5", "--last-k", "9", "--storage", url, "--data-dir", str(tiny_mnist),
+                          "--val-size", "100"), "--last-k")
+    images = tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])
+    assert_user_error(cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *TINY),
+                      "truncated or corrupted")
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["empty"]
+    assert optuna.load_study(study_name="empty", storage=url).trials == []
