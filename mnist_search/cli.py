@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from mnist_search import __version__
 from mnist_search.defaults import (
     COMPILE_CHOICES,
+    DEFAULT_HEARTBEAT_GRACE_S,
     DEFAULT_LAST_K,
     DEFAULT_MAX_PARAMS,
     DEFAULT_STORAGE,
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
                             help="torch.compile each trial's training step (auto: when it has 2,000+ steps)")
         search.add_argument("--artifacts", help="directory for trial weights (default: beside the SQLite file)")
+        search.add_argument("--heartbeat-grace", type=int, default=DEFAULT_HEARTBEAT_GRACE_S,
+                            help="seconds without a heartbeat before a worker's trial is failed and retried "
+                                 f"(default {DEFAULT_HEARTBEAT_GRACE_S})")
         search.add_argument("--workers", type=int, default=1,
                             help="local worker processes sharing the study (default 1)")
         _add_data_dir(search)

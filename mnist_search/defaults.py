@@ -12,3 +12,4 @@ DATA_DIR_ENV = "MNIST_SEARCH_DATA_DIR"
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 COMPILE_CHOICES = ("auto", "on", "off")
+DEFAULT_HEARTBEAT_GRACE_S = 120  # seconds without a heartbeat before a trial counts as dead

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     # Our own progress lines report each trial; Optuna's warnings repeat them with tracebacks.
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
     url = resolve_storage_url(args.storage)
-    storage = open_storage(url)
+    if args.heartbeat_grace < 4:
+        raise ConfigError(f"--heartbeat-grace must be at least 4 seconds, got {args.heartbeat_grace}")
+    storage = open_storage(url, heartbeat_grace=args.heartbeat_grace)
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
     parallel = args.workers > 1 or args.verb == "worker"  # other workers may share the study
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
@@ -105,7 +107,7 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     passed = ["--storage", url, "--study-name", study_name, "--max-params", str(args.max_params),
               "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
-              "--val-size", str(args.val_size)]
+              "--val-size", str(args.val_size), "--heartbeat-grace", str(args.heartbeat_grace)]
     for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir)):
         if value:
             passed += [flag, value]
@@ -123,6 +125,6 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
         for child in children:
             child.wait()
         raise
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url, args.heartbeat_grace))
     print(f"workers finished; {Progress.counts(study)}; {Progress.best(study)}")
     return max(codes)

@@ -11,13 +11,13 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from mnist_search.defaults import DEFAULT_STORAGE, STORAGE_ENV
+from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_STORAGE, STORAGE_ENV
 from mnist_search.errors import UserError
+from mnist_search.storage.resilient import ResilientRDBStorage
 
 SCHEMES = ("sqlite", "postgresql")
-# A worker that stops heart-beating for this long is presumed dead and its trial is failed and retried.
-HEARTBEAT_INTERVAL_S = 30
-GRACE_PERIOD_S = 120
+# A worker that stops heart-beating for the grace period is presumed dead: the next worker
+# to start a trial fails its trial and enqueues a retry. Beats come 4 times per grace period.
 MAX_RETRY = 2
 
 
@@ -34,7 +34,7 @@ def mask_password(url: str) -> str:
         return "<unparseable storage URL>"
 
 
-def open_storage(url: str) -> RDBStorage:
+def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> RDBStorage:
     """An Optuna RDB storage with heartbeats and retry of failed trials; UserError if unusable."""
     shown = mask_password(url)
     try:
@@ -56,11 +56,11 @@ def open_storage(url: str) -> RDBStorage:
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we want
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
+            return ResilientRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
+                heartbeat_interval=max(1, heartbeat_grace // 4),
+                grace_period=heartbeat_grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:

@@ -59,3 +59,34 @@ def test_more_bad_inputs_write_nothing(tiny_mnist, tmp_path):
                       "truncated or corrupted")
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["empty"]
     assert optuna.load_study(study_name="empty", storage=url).trials == []
+
+
+def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    grace = ("--heartbeat-grace", "4")
+    first = cli("run", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist), *grace, *TINY)
+    assert first.returncode == 0, first.stderr
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "mnist_search", "worker", "--trials", "1", "--epochs", "200", "--storage", url,
+         "--data-dir", str(tiny_mnist), *grace, *TINY],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        trials = optuna.load_study(study_name="mnist-search", storage=url).trials
+        if len(trials) == 2 and trials[1].user_attrs.get("history"):
+            break
+        time.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    time.sleep(6)  # past the grace period: the victim's trial is now stale
+
+    survivor = cli("worker", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist),
+                   *grace, *TINY)
+    assert survivor.returncode == 0, survivor.stderr
+    trials = optuna.load_study(study_name="mnist-search", storage=url).trials
+    assert trials[0].state.name == "COMPLETE"  # the finished trial survived
+    assert trials[1].state.name == "FAIL"  # the killed one was failed once stale ...
+    retries = [t for t in trials[2:] if t.system_attrs.get("failed_trial") == trials[1].number]
+    assert retries and retries[0].state.name == "COMPLETE"  # ... and retried with the same parameters
+    assert retries[0].params == trials[1].params
