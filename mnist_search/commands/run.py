@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import optuna
 
+from mnist_search.defaults import STORAGE_ENV
 from mnist_search.errors import ConfigError
 from mnist_search.search import Objective, TrainingDiverged, make_pruner, make_sampler, open_study
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_workers(args, study.study_name, url)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     objective = Objective(data=data, max_params=args.max_params, epochs=args.epochs, device=str(device),
-                          artifact_dir=artifact_dir, last_k=args.last_k, seed=args.seed,
+                          artifact_dir=artifact_dir, last_k=args.last_k,
+                          seed=args.seed if args.seed is not None else 0,  # training seed; the sampler's may be random
                           compile_choice=args.compile)
     existing = len(study.trials)
     print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
@@ -104,7 +107,9 @@ class Progress:
 def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     """Split the trials over ``--workers`` local `mnist-search worker` processes sharing the study."""
     shares = [args.trials // args.workers + (i < args.trials % args.workers) for i in range(args.workers)]
-    passed = ["--storage", url, "--study-name", study_name, "--max-params", str(args.max_params),
+    # The URL goes to the children in the environment, not argv: `ps` shows argv (and passwords) to every user.
+    env = {**os.environ, STORAGE_ENV: url}
+    passed = ["--study-name", study_name, "--max-params", str(args.max_params),
               "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
               "--val-size", str(args.val_size), "--heartbeat-grace", str(args.heartbeat_grace)]
@@ -116,7 +121,7 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     for index, share in enumerate(s for s in shares if s):
         seed = ["--seed", str(args.seed + index)] if args.seed is not None else []
         children.append(subprocess.Popen([sys.executable, "-m", "mnist_search", "worker", "--trials", str(share),
-                                          *passed, *seed]))
+                                          *passed, *seed], env=env))
     try:
         codes = [child.wait() for child in children]
     except KeyboardInterrupt:

@@ -32,3 +32,18 @@ def test_parallel_workers_finish_exactly_their_trials(backend, workers, tiny_mni
     assert len(trials) == workers * TRIALS_EACH
     assert sorted(t.number for t in trials) == list(range(workers * TRIALS_EACH))
     assert all(t.state.is_finished() for t in trials)
+
+
+def test_local_workers_never_get_the_password_on_their_command_line(tiny_mnist, tmp_path, postgres_url):
+    secret_url = postgres_url.replace("postgres@", "postgres:not-a-real-secret@")  # trust auth ignores it
+    study = "workers-argv"
+    optuna.create_study(study_name=study, storage=postgres_url, direction="maximize")
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_search", "run", "--trials", "2", "--workers", "2", "--storage", secret_url,
+         "--study-name", study, "--epochs", "1", "--last-k", "1", "--val-size", "100",
+         "--artifacts", str(tmp_path / "a"), "--data-dir", str(tiny_mnist)],
+        capture_output=True, text=True, timeout=280,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not-a-real-secret" not in result.stdout + result.stderr
+    assert len(optuna.load_study(study_name=study, storage=postgres_url).trials) == 2
