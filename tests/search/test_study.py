@@ -60,6 +60,7 @@ def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     images = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(net(images), trained(images))
+    assert_user_error(cli("export", "--storage", url, "--output", str(tmp_path / "missing" / "x.py")), "cannot write")
     source = module.read_text()
     assert "import pickle" not in source and "torch.load" not in source
     assert f"trial #{best.number}" in source and f"{best.user_attrs['params']:,}" in source
