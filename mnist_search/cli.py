@@ -1,7 +1,7 @@
 """The `mnist-search` command: parses arguments, calls one function per verb, maps errors to exit codes.
 
 Exit codes: 0 success, 1 the work ran but did not succeed (e.g. training diverged),
-2 bad input (one line on stderr, no traceback), 130 interrupted with Ctrl-C.
+2 bad input (one line on stderr, no traceback), 130 interrupted with Ctrl-C, 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ from mnist_search.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,11 +130,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = importlib.import_module(f"mnist_search.commands.{args.verb}")
+    # `docker stop`, systemd and `kill` send SIGTERM: end as cleanly as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return command.run(args)
     except UserError as exc:
         print(f"mnist-search {args.verb}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated:
+        print(f"mnist-search {args.verb}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"mnist-search {args.verb}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (Optuna marks the running trial failed on both)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated

@@ -6,13 +6,15 @@ import sys
 import time
 
 import optuna
+import pytest
 
 from tests.cli.test_cli_basics import assert_user_error, cli
 
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
 
 
-def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(signum, code, word, tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     run = subprocess.Popen(
         [sys.executable, "-m", "mnist_search", "run", "--trials", "3", "--epochs", "200", "--storage", url,
@@ -28,10 +30,10 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(tiny_mni
         if trials and trials[0].user_attrs.get("history"):
             break  # the first trial is training
         time.sleep(0.5)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(signum)
     _, stderr = run.communicate(timeout=60)
-    assert run.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert run.returncode == code, stderr
+    assert word in stderr and "Traceback" not in stderr
     states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert states == ["FAIL"]
 
