@@ -129,6 +129,8 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # torch.compile warns on every CPU-only machine that it found no CUDA toolkit
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     command = importlib.import_module(f"mnist_search.commands.{args.verb}")
     # `docker stop`, systemd and `kill` send SIGTERM: end as cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_terminated)

@@ -46,12 +46,16 @@ def run(args: argparse.Namespace) -> int:
                        make_pruner(args.pruner, args.epochs), create=args.verb == "run")
     if args.workers > 1:
         return _run_workers(args, study.study_name, url)
+    existing = len(study.trials)
+    if args.seed is not None and existing:
+        # A fixed seed on a resumed study would replay the random startup samples it already
+        # tried; offsetting by the trials so far keeps the run reproducible but new.
+        study.sampler = make_sampler(args.sampler, args.seed + existing, parallel=parallel)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     objective = Objective(data=data, max_params=args.max_params, epochs=args.epochs, device=str(device),
                           artifact_dir=artifact_dir, last_k=args.last_k,
                           seed=args.seed if args.seed is not None else 0,  # training seed; the sampler's may be random
                           compile_choice=args.compile)
-    existing = len(study.trials)
     print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
           f"on {device} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
           f"pruner {args.pruner}); weights in {artifact_dir}")

@@ -154,3 +154,13 @@ def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     numbers = [t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert sorted(numbers) == [0, 1, 2, 3]
     assert "database is locked" not in result.stderr
+
+
+def test_resuming_with_the_same_seed_samples_new_points(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'seeded.db'}"
+    for _ in range(2):
+        result = cli("run", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist),
+                     "--val-size", "100", "--last-k", "1", "--seed", "7")
+        assert result.returncode == 0, result.stderr
+    first, second = optuna.load_study(study_name="mnist-search", storage=url).trials
+    assert first.params != second.params
