@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from mnist_search.models import ArchSpec, Preset, get_preset
 
@@ -14,7 +15,7 @@ def architecture(args: argparse.Namespace) -> tuple[str, ArchSpec, Preset | None
         preset = get_preset(args.preset)
         return preset.name, preset.spec, preset
     spec = ArchSpec.from_file(args.spec)
-    name = args.spec.rsplit("/", 1)[-1].removesuffix(".json")
+    name = Path(args.spec).stem
     return name, spec, None
 
 

@@ -13,7 +13,7 @@ absolute widths it emits the flat spec. Tests use it to show every preset lies i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
 
@@ -86,10 +86,12 @@ def sample_choices(trial: optuna.Trial, max_params: int) -> Choices:
         head_post=("bn",) if trial.suggest_categorical("head_bn", [False, True]) else (),
     )
 
-    def at(unit: float) -> Choices:
-        width = lambda rel: max(MIN_WIDTH, round(rel * unit))  # noqa: E731
-        return Choices(**{**base.__dict__, "block1": tuple(map(width, rel1)), "block2": tuple(map(width, rel2)),
-                          "squeeze_width": width(rel_squeeze) if squeeze != "none" else 0})
+    def at(unit: int) -> Choices:
+        def width(relative: float) -> int:
+            return max(MIN_WIDTH, round(relative * unit))
+
+        return replace(base, block1=tuple(map(width, rel1)), block2=tuple(map(width, rel2)),
+                       squeeze_width=width(rel_squeeze) if squeeze != "none" else 0)
 
     return fit_to_budget(at, max_params)
 
