@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-params", type=int, help="pick the best trial with at most this many parameters")
     export.add_argument("--artifacts", help="directory of trial weights (default: beside the SQLite file)")
 
+    report = verbs.add_parser("report", help="leaderboard and PNG plots of a study, with an index page")
+    _add_storage(report)
+    report.add_argument("--output", default="report", help="directory to write (default ./report)")
+
     dashboard = verbs.add_parser("dashboard", help="browse the study in optuna-dashboard")
     _add_storage(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -61,6 +61,12 @@ def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     with torch.no_grad():
         assert torch.equal(net(images), trained(images))
     assert_user_error(cli("export", "--storage", url, "--output", str(tmp_path / "missing" / "x.py")), "cannot write")
+    report = cli("report", "--storage", url, "--output", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    for name in ("accuracy_vs_params.png", "epoch_curves.png", "optimization_history.png", "param_importances.png"):
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert f"| #{best.number} | {best.value:.3f} |" in index and "accuracy_vs_params.png" in index
     source = module.read_text()
     assert "import pickle" not in source and "torch.load" not in source
     assert f"trial #{best.number}" in source and f"{best.user_attrs['params']:,}" in source

@@ -1,0 +1,145 @@
+"""A study report: a leaderboard and PNG plots tied together by a Markdown index page.
+
+Plots use Optuna's matplotlib visualisations where they exist (optimisation history,
+parameter importances) and plain matplotlib for the two that are specific to this tool
+(accuracy against parameters with the Pareto front and the seed networks; per-epoch
+validation curves of the top trials).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+
+from mnist_search.models import PRESETS, analyse  # noqa: E402
+
+TOP = 10
+
+
+def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
+    """The ``top`` completed trials by score, with what a reader needs to compare them."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = []
+    for t in sorted(done, key=lambda t: t.value, reverse=True)[:top]:
+        history = t.user_attrs.get("history", [])
+        rows.append({
+            "trial": t.number, "score": t.value, "last_k_min": t.user_attrs.get("last_k_min"),
+            "params": t.user_attrs.get("params"), "receptive_field": t.user_attrs.get("receptive_field"),
+            "epochs": len(history), "state": t.state.name, "seconds": t.user_attrs.get("seconds"),
+        })
+    return rows
+
+
+def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Points not beaten by another with fewer-or-equal parameters and a higher-or-equal score."""
+    front, best = [], float("-inf")
+    for params, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if score > best:
+            front.append((params, score))
+            best = score
+    return front
+
+
+def write_report(study: optuna.Study, output: Path) -> list[Path]:
+    """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
+    output.mkdir(parents=True, exist_ok=True)
+    rows = leaderboard(study)
+    written = [_accuracy_vs_params(study, output / "accuracy_vs_params.png"),
+               _epoch_curves(study, rows, output / "epoch_curves.png")]
+    with warnings.catch_warnings():  # Optuna flags its matplotlib backend "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        written.append(_save(optuna.visualization.matplotlib.plot_optimization_history(study),
+                             output / "optimization_history.png"))
+        completed = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        if completed >= 2:
+            written.append(_save(optuna.visualization.matplotlib.plot_param_importances(study),
+                                 output / "param_importances.png"))
+    index = output / "index.md"
+    index.write_text(_index(study, rows, written))
+    return [index, *written]
+
+
+def _save(axes, path: Path) -> Path:
+    figure = axes.figure if hasattr(axes, "figure") else axes.flatten()[0].figure
+    figure.set_size_inches(8, 5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
+    states = {optuna.trial.TrialState.COMPLETE: ("tab:blue", "completed"),
+              optuna.trial.TrialState.PRUNED: ("tab:gray", "pruned (last epoch reached)")}
+    figure, ax = plt.subplots(figsize=(8, 5))
+    points = []
+    for state, (color, label) in states.items():
+        xs, ys = [], []
+        for t in study.get_trials(deepcopy=False, states=(state,)):
+            history = t.user_attrs.get("history")
+            if not history or "params" not in t.user_attrs:
+                continue
+            score = t.value if state == optuna.trial.TrialState.COMPLETE else history[-1]["eval_acc"]
+            xs.append(t.user_attrs["params"])
+            ys.append(score)
+        ax.scatter(xs, ys, c=color, label=label, alpha=0.7)
+        if state == optuna.trial.TrialState.COMPLETE:
+            points = list(zip(xs, ys))
+    front = pareto_front(points)
+    if front:
+        ax.step([p for p, _ in front], [s for _, s in front], where="post", c="tab:red", label="Pareto front")
+    for name, preset in PRESETS.items():
+        params, best = analyse(preset.spec).params, max(preset.reported_test_acc)
+        ax.scatter([params], [best], marker="*", s=160, c="tab:orange", edgecolors="black", zorder=3)
+        ax.annotate(name, (params, best), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.scatter([], [], marker="*", s=160, c="tab:orange", edgecolors="black",
+               label="seed networks (best TEST accuracy of their write-ups)")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("accuracy (%): trials = validation score")
+    ax.set_title(f"Accuracy against parameters, study {study.study_name!r}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(ax, path)
+
+
+def _epoch_curves(study: optuna.Study, rows: list[dict], path: Path) -> Path:
+    figure, ax = plt.subplots(figsize=(8, 5))
+    for row in rows[:5]:
+        history = study.trials[row["trial"]].user_attrs.get("history", [])
+        ax.plot([m["epoch"] for m in history], [m["eval_acc"] for m in history], marker="o", markersize=3,
+                label=f"#{row['trial']} ({row['params']:,} params)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(bottom=97.5)
+    ax.set_title("Per-epoch validation accuracy of the top trials")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(ax, path)
+
+
+def _index(study: optuna.Study, rows: list[dict], plots: list[Path]) -> str:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+    lines = [
+        f"# Study {study.study_name!r}",
+        "",
+        f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
+        "Score: mean validation accuracy over the last epochs (held-out 10k of the training set).",
+        "",
+        "## Leaderboard",
+        "",
+        "| trial | score | min of last epochs | params | RF | epochs | state | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| #{r['trial']} | {r['score']:.3f} | {r['last_k_min'] or float('nan'):.2f} | {r['params']:,} | "
+                     f"{r['receptive_field']} | {r['epochs']} | {r['state']} | {r['seconds'] or 0:.0f} |")
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
