@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-params", type=int, help="pick the best trial with at most this many parameters")
     export.add_argument("--artifacts", help="directory of trial weights (default: beside the SQLite file)")
 
+    confirm = verbs.add_parser("confirm", help="retrain the top trials on 60k images with several seeds, on the test set")
+    _add_storage(confirm)
+    confirm.add_argument("--top", type=int, default=3, help="architectures to confirm (default 3)")
+    confirm.add_argument("--seeds", type=int, default=3, help="training seeds per architecture (default 3)")
+    confirm.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
+    confirm.add_argument("--target", type=float, default=99.4, help="test accuracy every last-K epoch must reach (default 99.4)")
+    confirm.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    confirm.add_argument("--compile", choices=COMPILE_CHOICES, default="auto", help="torch.compile the training step")
+    _add_data_dir(confirm)
+
     report = verbs.add_parser("report", help="leaderboard and PNG plots of a study, with an index page")
     _add_storage(report)
     report.add_argument("--output", default="report", help="directory to write (default ./report)")

@@ -13,6 +13,7 @@ from mnist_search.errors import UserError
 from mnist_search.models import ArchSpec
 from mnist_search.models.export import export_source
 from mnist_search.search import open_study
+from mnist_search.search.confirm import CONFIRM_KEY
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 
 
@@ -25,7 +26,25 @@ def best_trial(study: optuna.Study, max_params: int | None) -> optuna.trial.Froz
     if not within:
         smallest = min(t.user_attrs.get("params", 0) for t in completed)
         raise UserError(f"no completed trial has at most {max_params:,} parameters (the smallest has {smallest:,})")
+    confirmed = [t for t in within if CONFIRM_KEY.format(number=t.number) in study.user_attrs]
+    if confirmed:  # a test-set confirmation over several seeds beats one validation run
+        return max(confirmed, key=lambda t: study.user_attrs[CONFIRM_KEY.format(number=t.number)]["last_k_mean"])
     return max(within, key=lambda t: t.value)
+
+
+def confirmation_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[str]:
+    result = study.user_attrs.get(CONFIRM_KEY.format(number=trial.number))
+    if not result:
+        return ["Not confirmed on the test set yet (run `mnist-search confirm`)."]
+    lines = [
+        f"Confirmed on the MNIST test set ({len(result['runs'])} seeds, trained on all 60,000 training images):",
+        f"  final test accuracy {result['final_mean']:.2f} +- {result['final_std']:.2f}%;"
+        f" last {result['last_k']} epochs {result['last_k_mean']:.2f} +- {result['last_k_std']:.2f}%,"
+        f" minimum {result['last_k_min']:.2f}%;"
+        f" every last-{result['last_k']} epoch of every seed >= {result['target']}%: {'yes' if result['consistent'] else 'no'}",
+    ]
+    lines += [f"  seed {r['seed']}: " + ", ".join(f"{a:.2f}" for a in r["test_acc"]) for r in result["runs"]]
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         f"Score (mean validation accuracy of the last epochs): {trial.value:.3f}%",
         f"Minimum validation accuracy over those epochs: {trial.user_attrs.get('last_k_min', float('nan')):.2f}%",
         "Validation accuracy per epoch: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
+        *confirmation_text(study, trial),
         "Training recipe (mnist_search TrainConfig):",
         json.dumps(trial.user_attrs["config"], indent=4),
         "",

@@ -170,3 +170,22 @@ def test_resuming_with_the_same_seed_samples_new_points(tiny_mnist, tmp_path):
         assert result.returncode == 0, result.stderr
     first, second = optuna.load_study(study_name="mnist-search", storage=url).trials
     assert first.params != second.params
+
+
+def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'confirm.db'}"
+    assert cli("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    result = cli("confirm", "--top", "1", "--seeds", "2", "--last-k", "1", "--target", "50", "--storage", url,
+                 "--data-dir", str(tiny_mnist), "--val-size", "100")
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    best = study.best_trial
+    confirmation = study.user_attrs[f"confirm:{best.number}"]
+    assert [r["seed"] for r in confirmation["runs"]] == [0, 1]
+    assert all(len(r["test_acc"]) == 2 for r in confirmation["runs"])  # the study's 2 epochs, every epoch scored
+    assert confirmation["last_k_min"] == min(r["test_acc"][-1] for r in confirmation["runs"])
+    assert f"#{best.number}" in result.stdout and "seed 1 epoch  2" in result.stdout
+    module = tmp_path / "net.py"
+    assert cli("export", "--storage", url, "--output", str(module)).returncode == 0
+    text = module.read_text()
+    assert "Confirmed on the MNIST test set (2 seeds" in text and f"trial #{best.number}" in text

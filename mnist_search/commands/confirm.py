@@ -1,0 +1,45 @@
+"""`mnist-search confirm`: retrain the study's top trials on 60k images with several seeds, on the test set."""
+
+from __future__ import annotations
+
+import argparse
+
+import optuna
+
+from mnist_search.commands.common import format_table
+from mnist_search.errors import ConfigError, UserError
+from mnist_search.search import open_study
+from mnist_search.search.confirm import CONFIRM_KEY, confirm_trial
+from mnist_search.storage import open_storage, resolve_storage_url
+from mnist_search.trainer import load_mnist, resolve_device
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1 or args.seeds < 1:
+        raise ConfigError("--top and --seeds must be at least 1")
+    device = resolve_device(args.device)
+    study = open_study(open_storage(resolve_storage_url(args.storage)), args.study_name, None, None, create=False)
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run `mnist-search run` first")
+    top = sorted(completed, key=lambda t: t.value, reverse=True)[: args.top]
+    data = load_mnist(args.data_dir, val_size=args.val_size)
+    rows = []
+    for trial in top:
+        epochs = trial.user_attrs["config"]["epochs"]
+        print(f"confirming trial #{trial.number} ({trial.user_attrs['params']:,} params): {args.seeds} seeds x "
+              f"{epochs} epochs on {len(data.full_train()):,} images, scored on the test set", flush=True)
+
+        def progress(seed: int, epoch: int, metrics: dict) -> None:
+            print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%", flush=True)
+
+        result = confirm_trial(trial, data, args.seeds, args.last_k, args.target, str(device), args.compile,
+                               on_epoch=progress)
+        study.set_user_attr(CONFIRM_KEY.format(number=trial.number), result)
+        rows.append([f"#{trial.number}", f"{trial.user_attrs['params']:,}",
+                     f"{result['final_mean']:.2f} ± {result['final_std']:.2f}",
+                     f"{result['last_k_mean']:.2f} ± {result['last_k_std']:.2f}", f"{result['last_k_min']:.2f}",
+                     "yes" if result["consistent"] else "no"])
+    print(format_table(["trial", "params", "final test %", f"last-{args.last_k} test %", "min", f">= {args.target}"],
+                       rows))
+    return 0
