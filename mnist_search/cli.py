@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--epochs", type=int, default=15, help="epochs per trial (default 15)")
         search.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
                             help=f"score = mean validation accuracy of the last K epochs (default {DEFAULT_LAST_K})")
+        search.add_argument("--objective", choices=("score", "pareto"), default="score",
+                            help="score: maximise the consistency score (default); pareto: also minimise "
+                                 "parameters, to cover every budget in one study (no pruning)")
         search.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe (multivariate)")
         search.add_argument("--pruner", choices=PRUNERS, default="median", help="default median")
         search.add_argument("--seed", type=int, default=None, help="sampler seed (default: random)")

@@ -8,7 +8,7 @@ import optuna
 
 from mnist_search.commands.common import format_table
 from mnist_search.errors import ConfigError, UserError
-from mnist_search.search import open_study
+from mnist_search.search import open_study, score
 from mnist_search.search.confirm import CONFIRM_KEY, confirm_trial
 from mnist_search.storage import open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run `mnist-search run` first")
-    top = sorted(completed, key=lambda t: t.value, reverse=True)[: args.top]
+    top = sorted(completed, key=score, reverse=True)[: args.top]
     data = load_mnist(args.data_dir, val_size=args.val_size)
     rows = []
     for trial in top:

@@ -12,7 +12,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from mnist_search.errors import UserError
 from mnist_search.models import ArchSpec
 from mnist_search.models.export import export_source
-from mnist_search.search import open_study
+from mnist_search.search import open_study, score
 from mnist_search.search.confirm import CONFIRM_KEY
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 
@@ -29,7 +29,7 @@ def best_trial(study: optuna.Study, max_params: int | None) -> optuna.trial.Froz
     confirmed = [t for t in within if CONFIRM_KEY.format(number=t.number) in study.user_attrs]
     if confirmed:  # a test-set confirmation over several seeds beats one validation run
         return max(confirmed, key=lambda t: study.user_attrs[CONFIRM_KEY.format(number=t.number)]["last_k_mean"])
-    return max(within, key=lambda t: t.value)
+    return max(within, key=score)
 
 
 def confirmation_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[str]:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"Parameters: {trial.user_attrs['params']:,}",
         f"Receptive field: {trial.user_attrs['receptive_field']}",
-        f"Score (mean validation accuracy of the last epochs): {trial.value:.3f}%",
+        f"Score (mean validation accuracy of the last epochs): {score(trial):.3f}%",
         f"Minimum validation accuracy over those epochs: {trial.user_attrs.get('last_k_min', float('nan')):.2f}%",
         "Validation accuracy per epoch: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
         *confirmation_text(study, trial),
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     ])
     source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details)
     _write(output, source)
-    print(f"wrote {output}: trial #{trial.number}, score {trial.value:.3f}, {trial.user_attrs['params']:,} params")
+    print(f"wrote {output}: trial #{trial.number}, score {score(trial):.3f}, {trial.user_attrs['params']:,} params")
     if args.weights:
         artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
         artifact_id = trial.user_attrs.get("weights_artifact")

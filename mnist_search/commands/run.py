@@ -14,7 +14,7 @@ import optuna
 
 from mnist_search.defaults import STORAGE_ENV
 from mnist_search.errors import ConfigError
-from mnist_search.search import Objective, TrainingDiverged, make_pruner, make_sampler, open_study
+from mnist_search.search import Objective, TrainingDiverged, is_pareto, make_pruner, make_sampler, open_study, score
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
 
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
     parallel = args.workers > 1 or args.verb == "worker"  # other workers may share the study
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
-                       make_pruner(args.pruner, args.epochs), create=args.verb == "run")
+                       make_pruner(args.pruner, args.epochs), create=args.verb == "run", objective=args.objective)
+    pareto = is_pareto(study)
     if args.workers > 1:
         return _run_workers(args, study.study_name, url)
     existing = len(study.trials)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     objective = Objective(data=data, max_params=args.max_params, epochs=args.epochs, device=str(device),
                           artifact_dir=artifact_dir, last_k=args.last_k,
                           seed=args.seed if args.seed is not None else 0,  # training seed; the sampler's may be random
-                          compile_choice=args.compile)
+                          compile_choice=args.compile, pareto=pareto)
     print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
           f"on {device} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
           f"pruner {args.pruner}); weights in {artifact_dir}")
@@ -80,7 +81,7 @@ class Progress:
         self.done += 1
         params = trial.user_attrs.get("params")
         outcome = {
-            optuna.trial.TrialState.COMPLETE: f"score {trial.value:.3f}",
+            optuna.trial.TrialState.COMPLETE: f"score {score(trial):.3f}" if trial.values else "complete",
             optuna.trial.TrialState.PRUNED: "infeasible" if "infeasible" in trial.user_attrs else
             f"pruned at epoch {trial.last_step}",
             optuna.trial.TrialState.FAIL: "failed",
@@ -90,11 +91,11 @@ class Progress:
 
     @staticmethod
     def best(study: optuna.Study) -> str:
-        try:
-            best = study.best_trial
-        except ValueError:
+        completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not completed:
             return "no completed trial yet"
-        return f"best #{best.number} {best.value:.3f} ({best.user_attrs.get('params', 0):,} params)"
+        best = max(completed, key=score)
+        return f"best #{best.number} {score(best):.3f} ({best.user_attrs.get('params', 0):,} params)"
 
     @staticmethod
     def counts(study: optuna.Study) -> str:
@@ -116,7 +117,7 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     passed = ["--study-name", study_name, "--max-params", str(args.max_params),
               "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
-              "--val-size", str(args.val_size), "--heartbeat-grace", str(args.heartbeat_grace)]
+              "--val-size", str(args.val_size), "--objective", args.objective, "--heartbeat-grace", str(args.heartbeat_grace)]
     for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir)):
         if value:
             passed += [flag, value]

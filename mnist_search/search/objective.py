@@ -42,9 +42,10 @@ class Objective:
     artifact_dir: Path
     last_k: int = DEFAULT_LAST_K
     seed: int = 0
+    pareto: bool = False  # also minimise parameters; Optuna cannot prune multi-objective trials
     compile_choice: str = "auto"  # auto | on | off (see trainer.should_compile)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, int]:
         try:
             choices = sample_choices(trial, self.max_params)
         except Infeasible as exc:
@@ -66,6 +67,8 @@ class Objective:
         def on_epoch(epoch: int, metrics: dict) -> None:
             history.append(metrics)
             trial.set_user_attr("history", history)
+            if self.pareto:
+                return
             trial.report(metrics["eval_acc"], epoch)
             if trial.should_prune():
                 trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -81,7 +84,8 @@ class Objective:
         accuracies = [m["eval_acc"] for m in history]
         trial.set_user_attr("last_k_min", min(accuracies[-self.last_k:]))
         self._store_weights(trial, model)
-        return consistency_score(accuracies, self.last_k)
+        value = consistency_score(accuracies, self.last_k)
+        return (value, analysis.params) if self.pareto else value
 
     def _store_weights(self, trial: optuna.Trial, model) -> None:
         self.artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from mnist_search.models import PRESETS, analyse  # noqa: E402
+from mnist_search.search.study import is_pareto, score  # noqa: E402
 
 TOP = 10
 
@@ -26,10 +27,10 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
     """The ``top`` completed trials by score, with what a reader needs to compare them."""
     done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     rows = []
-    for t in sorted(done, key=lambda t: t.value, reverse=True)[:top]:
+    for t in sorted(done, key=score, reverse=True)[:top]:
         history = t.user_attrs.get("history", [])
         rows.append({
-            "trial": t.number, "score": t.value, "last_k_min": t.user_attrs.get("last_k_min"),
+            "trial": t.number, "score": score(t), "last_k_min": t.user_attrs.get("last_k_min"),
             "params": t.user_attrs.get("params"), "receptive_field": t.user_attrs.get("receptive_field"),
             "epochs": len(history), "state": t.state.name, "seconds": t.user_attrs.get("seconds"),
         })
@@ -39,10 +40,10 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
 def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     """Points not beaten by another with fewer-or-equal parameters and a higher-or-equal score."""
     front, best = [], float("-inf")
-    for params, score in sorted(points, key=lambda p: (p[0], -p[1])):
-        if score > best:
-            front.append((params, score))
-            best = score
+    for params, accuracy in sorted(points, key=lambda p: (p[0], -p[1])):
+        if accuracy > best:
+            front.append((params, accuracy))
+            best = accuracy
     return front
 
 
@@ -54,11 +55,12 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
                _epoch_curves(study, rows, output / "epoch_curves.png")]
     with warnings.catch_warnings():  # Optuna flags its matplotlib backend "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        written.append(_save(optuna.visualization.matplotlib.plot_optimization_history(study),
+        target = {"target": score, "target_name": "score"} if is_pareto(study) else {}
+        written.append(_save(optuna.visualization.matplotlib.plot_optimization_history(study, **target),
                              output / "optimization_history.png"))
         completed = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
         if completed >= 2:
-            written.append(_save(optuna.visualization.matplotlib.plot_param_importances(study),
+            written.append(_save(optuna.visualization.matplotlib.plot_param_importances(study, **target),
                                  output / "param_importances.png"))
     index = output / "index.md"
     index.write_text(_index(study, rows, written))
@@ -85,9 +87,8 @@ def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
             history = t.user_attrs.get("history")
             if not history or "params" not in t.user_attrs:
                 continue
-            score = t.value if state == optuna.trial.TrialState.COMPLETE else history[-1]["eval_acc"]
+            ys.append(score(t) if state == optuna.trial.TrialState.COMPLETE else history[-1]["eval_acc"])
             xs.append(t.user_attrs["params"])
-            ys.append(score)
         ax.scatter(xs, ys, c=color, label=label, alpha=0.7)
         if state == optuna.trial.TrialState.COMPLETE:
             points = list(zip(xs, ys))

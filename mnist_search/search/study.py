@@ -34,11 +34,30 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     raise UserError(f"unknown pruner {name!r}; choose {', '.join(PRUNERS)}")
 
 
-def open_study(storage: BaseStorage, study_name: str, sampler, pruner, create: bool = True) -> optuna.Study:
-    """Create the study or resume it; with ``create=False`` an unknown study is a user error."""
+def score(trial: optuna.trial.FrozenTrial) -> float:
+    """A completed trial's consistency score, in single-objective and Pareto studies alike."""
+    return trial.values[0]
+
+
+def is_pareto(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def open_study(storage: BaseStorage, study_name: str, sampler, pruner, create: bool = True,
+               objective: str = "score") -> optuna.Study:
+    """Create the study or resume it; with ``create=False`` an unknown study is a user error.
+
+    ``objective`` 'score' maximises the consistency score; 'pareto' also minimises parameters.
+    """
     if create:
-        return optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+        directions = ["maximize", "minimize"] if objective == "pareto" else ["maximize"]
+        study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        if len(study.directions) != len(directions):
+            kind = "a Pareto (score, parameters)" if is_pareto(study) else "a single-objective"
+            raise UserError(f"study {study_name!r} is {kind} study; pass --objective "
+                            f"{'pareto' if is_pareto(study) else 'score'} or choose another --study-name")
+        return study
     try:
         return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner)
     except KeyError:

@@ -189,3 +189,24 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert cli("export", "--storage", url, "--output", str(module)).returncode == 0
     text = module.read_text()
     assert "Confirmed on the MNIST test set (2 seeds" in text and f"trial #{best.number}" in text
+
+
+def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'pareto.db'}"
+    result = cli("run", "--objective", "pareto", "--sampler", "nsga2", "--trials", "4", "--max-params", "6000",
+                 "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert completed and all(t.values[1] == t.user_attrs["params"] <= 6000 for t in completed)
+    budget = min(t.user_attrs["params"] for t in completed)
+    module = tmp_path / "small.py"
+    exported = cli("export", "--storage", url, "--max-params", str(budget), "--output", str(module))
+    assert exported.returncode == 0, exported.stderr
+    assert f"Parameters: {budget:,}" in module.read_text()
+    assert_user_error(cli("export", "--storage", url, "--max-params", str(budget - 1), "--output", str(module)),
+                      "no completed trial has at most")
+    assert cli("report", "--storage", url, "--output", str(tmp_path / "r")).returncode == 0
+    mismatch = cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert_user_error(mismatch, "is a Pareto (score, parameters) study", "--objective pareto")
