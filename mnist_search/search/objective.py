@@ -25,9 +25,9 @@ class TrainingDiverged(Exception):
 def consistency_score(accuracies: list[float], last_k: int) -> float:
     """Mean validation accuracy of the last ``last_k`` epochs (the minimum is recorded too).
 
-    The mean is the objective because it is a less noisy signal for the sampler than the
-    minimum of K values; "consistent" (every one of the last K at or above a target) is
-    judged from the recorded minimum.
+    The mean is the objective because it should be a less noisy signal for the sampler than
+    the minimum of K values; that has not been measured yet (RESULTS.md says so).
+    "Consistent" (every one of the last K at or above a target) is judged from the minimum.
     """
     tail = accuracies[-last_k:]
     return sum(tail) / len(tail)
