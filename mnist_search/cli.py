@@ -149,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # torch.compile warns on every CPU-only machine that it found no CUDA toolkit
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     command = importlib.import_module(f"mnist_search.commands.{args.verb}")
-    # `docker stop`, systemd and `kill` send SIGTERM: end as cleanly as on Ctrl-C.
+    # `docker stop`, systemd and `kill` send SIGTERM: end as cleanly as on Ctrl-C. And honour
+    # Ctrl-C even where the shell started us with SIGINT ignored (background jobs, nohup).
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return command.run(args)
     except UserError as exc:
