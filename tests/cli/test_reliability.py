@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from tests.cli.test_cli_basics import assert_user_error, cli
+from tests.waiting import wait_until_trial_trains
 
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
 
@@ -21,15 +22,7 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(signum, 
          "--data-dir", str(tiny_mnist), *TINY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            trials = optuna.load_study(study_name="mnist-search", storage=url).trials
-        except KeyError:
-            trials = []
-        if trials and trials[0].user_attrs.get("history"):
-            break  # the first trial is training
-        time.sleep(0.5)
+    wait_until_trial_trains(url, 0)
     run.send_signal(signum)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == code, stderr
@@ -73,12 +66,7 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tiny_m
          "--data-dir", str(tiny_mnist), *grace, *TINY],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        trials = optuna.load_study(study_name="mnist-search", storage=url).trials
-        if len(trials) == 2 and trials[1].user_attrs.get("history"):
-            break
-        time.sleep(0.5)
+    wait_until_trial_trains(url, 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     time.sleep(6)  # past the grace period: the victim's trial is now stale

@@ -13,6 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tests.waiting import wait_until_trial_trains
+
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "2")
 
 
@@ -61,15 +63,7 @@ def test_a_postgres_restart_mid_run_is_survived(private_postgres, tiny_mnist, tm
          "--artifacts", str(tmp_path / "artifacts"), "--data-dir", str(tiny_mnist), *TINY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            trials = optuna.load_study(study_name="mnist-search", storage=url).trials
-        except KeyError:
-            trials = []
-        if trials and trials[0].user_attrs.get("history"):
-            break
-        time.sleep(0.3)
+    wait_until_trial_trains(url, 0)
     ctl("stop", "-m", "fast")  # drops every connection of the running worker
     time.sleep(3)
     ctl("start")
