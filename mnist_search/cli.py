@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         search = verbs.add_parser(verb, help=text)
         search.add_argument("--trials", type=int, default=1 if verb == "worker" else 20,
                             help="trials to add to the study (default %(default)s)")
+        search.add_argument("--timeout", type=float, default=None,
+                            help="start no new trial after this many minutes; the running ones finish "
+                                 "(default: no limit)")
         _add_storage(search)
         search.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS,
                             help=f"parameter budget (default {DEFAULT_MAX_PARAMS})")

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-params {args.max_params} is too small for any network in the space; use at least {MIN_BUDGET}")
     if not 1 <= args.last_k <= args.epochs:
         raise ConfigError(f"--last-k must be between 1 and --epochs ({args.epochs}), got {args.last_k}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of minutes, got {args.timeout}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     device = resolve_device(args.device)
@@ -62,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
           f"pruner {args.pruner}); weights in {artifact_dir}")
     progress = Progress(args.trials, existing)
     started = time.perf_counter()
-    study.optimize(objective, n_trials=args.trials, callbacks=[progress], catch=(TrainingDiverged,),
-                   gc_after_trial=False)
+    # Optuna checks the timeout between trials, so a running trial is never cut short.
+    timeout_s = args.timeout * 60 if args.timeout is not None else None
+    study.optimize(objective, n_trials=args.trials, timeout=timeout_s, callbacks=[progress],
+                   catch=(TrainingDiverged,), gc_after_trial=False)
     print(progress.summary(study, time.perf_counter() - started))
     storage_flag = f" --storage {mask_password(url)}" if args.storage else ""
     print(f"next: mnist-search export{storage_flag} --study-name {study.study_name} --output best_net.py "
@@ -118,9 +122,9 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
               "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
               "--val-size", str(args.val_size), "--objective", args.objective, "--heartbeat-grace", str(args.heartbeat_grace)]
-    for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir)):
+    for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir), ("--timeout", args.timeout)):
         if value:
-            passed += [flag, value]
+            passed += [flag, str(value)]
     print(f"starting {args.workers} worker processes on study {study_name!r} ({', '.join(map(str, shares))} trials)")
     children = []
     for index, share in enumerate(s for s in shares if s):

@@ -142,6 +142,7 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli("run", "--trials", "0", "--storage", db, *data), "--trials must be at least 1")
     assert_user_error(cli("run", "--trials", "-2", "--storage", db, *data), "--trials must be at least 1")
     assert_user_error(cli("run", "--max-params", "50", "--storage", db, *data), "too small")
+    assert_user_error(cli("run", "--timeout", "0", "--storage", db, *data), "--timeout must be a positive")
     assert_user_error(cli("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
     assert_user_error(cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data),
                       "cannot open storage", "***")
@@ -160,6 +161,15 @@ def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     numbers = [t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert sorted(numbers) == [0, 1, 2, 3]
     assert "database is locked" not in result.stderr
+
+
+def test_timeout_stops_starting_trials_in_every_worker(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'timeout.db'}"
+    # A timeout shorter than one trial: each worker finishes the trial it started, then stops.
+    result = cli("run", "--trials", "10", "--workers", "2", "--timeout", "0.0001", "--storage", url,
+                 "--data-dir", str(tiny_mnist), *SEARCH)
+    assert result.returncode == 0, result.stderr
+    assert trial_states(url) == ["COMPLETE", "COMPLETE"]
 
 
 def test_resuming_with_the_same_seed_samples_new_points(tiny_mnist, tmp_path):
