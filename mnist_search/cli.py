@@ -45,13 +45,14 @@ def _add_architecture(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--spec", help="an ArchSpec JSON file")
 
 
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+def _add_data_dir(parser: argparse.ArgumentParser, val_size: bool = True) -> None:
     parser.add_argument(
         "--data-dir",
         help="directory holding MNIST/raw/* (default: $MNIST_SEARCH_DATA_DIR, else ~/.cache/mnist-search)",
     )
-    parser.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE,
-                        help=f"images held out of training for validation (default {DEFAULT_VAL_SIZE:,})")
+    if val_size:
+        parser.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE,
+                            help=f"images held out of training for validation (default {DEFAULT_VAL_SIZE:,})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--target", type=float, default=99.4, help="test accuracy every last-K epoch must reach (default 99.4)")
     confirm.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     confirm.add_argument("--compile", choices=COMPILE_CHOICES, default="auto", help="torch.compile the training step")
+    confirm.add_argument("--artifacts", help="directory for each seed's weights (default: beside the SQLite file)")
     _add_data_dir(confirm)
+
+    evaluate = verbs.add_parser("evaluate", help="test accuracy of an exported module with its weights")
+    evaluate.add_argument("module", help="module written by `mnist-search export` (it is imported, i.e. run)")
+    evaluate.add_argument("--weights", required=True, help="safetensors weights written by `export --weights`")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _add_data_dir(evaluate, val_size=False)
 
     report = verbs.add_parser("report", help="leaderboard and PNG plots of a study, with an index page")
     _add_storage(report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import optuna
 
@@ -10,7 +11,7 @@ from mnist_search.commands.common import format_table
 from mnist_search.errors import ConfigError, UserError
 from mnist_search.search import open_study, score
 from mnist_search.search.confirm import CONFIRM_KEY, confirm_trial
-from mnist_search.storage import open_storage, resolve_storage_url
+from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
 
 
@@ -18,7 +19,9 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1 or args.seeds < 1:
         raise ConfigError("--top and --seeds must be at least 1")
     device = resolve_device(args.device)
-    study = open_study(open_storage(resolve_storage_url(args.storage)), args.study_name, None, None, create=False)
+    url = resolve_storage_url(args.storage)
+    study = open_study(open_storage(url), args.study_name, None, None, create=False)
+    artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run `mnist-search run` first")
@@ -33,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         def progress(seed: int, epoch: int, metrics: dict) -> None:
             print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%", flush=True)
 
-        result = confirm_trial(trial, data, args.seeds, args.last_k, args.target, str(device), args.compile,
-                               on_epoch=progress)
+        result = confirm_trial(study, trial, data, args.seeds, args.last_k, args.target, str(device), artifact_dir,
+                               args.compile, on_epoch=progress)
         study.set_user_attr(CONFIRM_KEY.format(number=trial.number), result)
         rows.append([f"#{trial.number}", f"{trial.user_attrs['params']:,}",
                      f"{result['final_mean']:.2f} ± {result['final_std']:.2f}",

@@ -5,30 +5,46 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 
 from mnist_search.models import ArchSpec
+from mnist_search.search.artifacts import store_weights
 from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, should_compile
 
 CONFIRM_KEY = "confirm:{number}"  # study user attribute holding a trial's confirmation
 
 
-def confirm_trial(trial: optuna.trial.FrozenTrial, data: MNISTData, seeds: int, last_k: int, target: float,
-                  device: str, compile_choice: str = "auto",
+def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MNISTData, seeds: int, last_k: int,
+                  target: float, device: str, artifact_dir: Path, compile_choice: str = "auto",
                   on_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Per-seed test histories and their summary for ``trial``'s spec and recipe."""
+    """Per-seed test histories and their summary for ``trial``'s spec and recipe.
+
+    Each seed's final weights go to the study's artifact store, so the accuracy stated for a
+    seed can be reproduced from the exported module and weights.
+    """
     spec = ArchSpec.from_dict(trial.user_attrs["spec"])
     recipe = TrainConfig.from_dict(trial.user_attrs["config"])
     train = data.full_train()
     runs = []
     for seed in range(seeds):
         config = recipe.replace(seed=seed)
-        result = fit(build_seeded(spec, seed), config, train, data.test, device=device,
+        model = build_seeded(spec, seed)
+        result = fit(model, config, train, data.test, device=device,
                      on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
                      compile_model=should_compile(compile_choice, config, len(train)))
-        runs.append({"seed": seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history]})
+        weights = store_weights(model, artifact_dir, study, f"confirm-{trial.number}-seed{seed}")
+        runs.append({"seed": seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
+                     "weights_artifact": weights})
     return summarise(runs, last_k, target)
+
+
+def representative_run(confirmation: dict) -> dict:
+    """The seed with the median final test accuracy (the lower middle for an even count): the
+    weights worth shipping without picking the luckiest seed on the test set."""
+    runs = sorted((r for r in confirmation["runs"] if r["test_acc"]), key=lambda r: r["test_acc"][-1])
+    return runs[(len(runs) - 1) // 2]
 
 
 def summarise(runs: list[dict], last_k: int, target: float) -> dict:

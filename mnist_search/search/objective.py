@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna_dashboard import save_note
 
 from mnist_search.defaults import DEFAULT_LAST_K
 from mnist_search.models import ArchSpec, analyse
-from mnist_search.models.weights import save_weights
+from mnist_search.search.artifacts import store_weights
 from mnist_search.search.space import Infeasible, sample_choices, sample_config, spec_from_choices
 from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, should_compile
 
@@ -83,18 +81,10 @@ class Objective:
             raise TrainingDiverged(result.message)
         accuracies = [m["eval_acc"] for m in history]
         trial.set_user_attr("last_k_min", min(accuracies[-self.last_k:]))
-        self._store_weights(trial, model)
+        trial.set_user_attr("weights_artifact", store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}"))
         value = consistency_score(accuracies, self.last_k)
         return (value, analysis.params) if self.pareto else value
 
-    def _store_weights(self, trial: optuna.Trial, model) -> None:
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        store = FileSystemArtifactStore(str(self.artifact_dir))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"trial-{trial.number}.safetensors"
-            save_weights(model, path)
-            artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-        trial.set_user_attr("weights_artifact", artifact_id)
 
 
 def architecture_note(spec: ArchSpec, config: TrainConfig) -> str:

@@ -149,6 +149,10 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert "hunter2" not in cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data).stderr
     assert_user_error(cli("worker", "--storage", db, "--study-name", "nope", *data), "no study named 'nope'")
     assert_user_error(cli("export", "--storage", db, "--study-name", "nope"), "no study named")
+    assert_user_error(cli("evaluate", str(tmp_path / "nope.py"), "--weights", str(tmp_path / "w")), "does not exist")
+    stranger = tmp_path / "stranger.py"
+    stranger.write_text("x = 1\n")
+    assert_user_error(cli("evaluate", str(stranger), "--weights", str(stranger)), "has no load_weights()")
     # None of the bad inputs created a study or a trial.
     assert not (tmp_path / "s.db").exists() or optuna.get_all_study_summaries(db) == []
 
@@ -195,10 +199,18 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert all(len(r["test_acc"]) == 2 for r in confirmation["runs"])  # the study's 2 epochs, every epoch scored
     assert confirmation["last_k_min"] == min(r["test_acc"][-1] for r in confirmation["runs"])
     assert f"#{best.number}" in result.stdout and "seed 1 epoch  2" in result.stdout
-    module = tmp_path / "net.py"
-    assert cli("export", "--storage", url, "--output", str(module)).returncode == 0
+    module, weights = tmp_path / "net.py", tmp_path / "net.safetensors"
+    exported = cli("export", "--storage", url, "--output", str(module), "--weights", str(weights))
+    assert exported.returncode == 0, exported.stderr
     text = module.read_text()
     assert "Confirmed on the MNIST test set (2 seeds" in text and f"trial #{best.number}" in text
+    # The exported weights are a confirmation seed's (the lower median of 2: the worse final accuracy),
+    # and evaluating the module with them reproduces that seed's final test accuracy exactly.
+    shipped = min(confirmation["runs"], key=lambda r: (r["test_acc"][-1], r["seed"]))
+    assert f"confirmation seed {shipped['seed']}, the median of 2" in text
+    evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {shipped['test_acc'][-1]:.2f}%" in evaluated.stdout
 
 
 def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
