@@ -3,16 +3,20 @@
     python scripts/pruner_replay.py sqlite:///results/search-cpu/study.db [STUDY]
 
 Running a whole study once per pruner on real MNIST costs many CPU-hours, so this measures
-the pruners on the curves the study already recorded instead. The trials are replayed in
-the order they started, each through a fresh in-memory study with the pruner under test,
-reporting its recorded validation accuracy epoch by epoch through Optuna's own
-``report``/``should_prune``. What is known and what is not:
+the pruners on the curves the study already recorded instead. The completed and pruned
+trials are replayed in the order they started (failed ones, killed or diverged, are left
+out), each through a fresh in-memory study with the pruner under test, reporting its
+recorded validation accuracy epoch by epoch through Optuna's own ``report``/``should_prune``.
+What this can and cannot say:
 
-- a pruner's decision on a trial is exact while the trial's recorded curve lasts;
+- while a trial's recorded curve lasts, the pruner sees the real numbers;
 - a trial that the original (median) run pruned has no curve after that epoch: if the
-  replayed pruner would have let it go on, its outcome is unknown, and it is counted as
-  trained to the last epoch (the cost such a pruner would really pay), marked "unknown";
-- trials ran two at a time in the original study; the replay is sequential.
+  replayed pruner would have let it go on, its outcome is unknown. It is charged all the
+  epochs (an upper bound on that pruner's cost) and, having no final value, cannot join the
+  completed trials later decisions compare against, so those later decisions are
+  approximate for every pruner but the original one;
+- trials ran two at a time in the original study; the replay is sequential and numbers
+  them afresh, so Hyperband's (hash-based) brackets are not the ones a real run would draw.
 
 The question for a default pruner: how many model-epochs it saves, and whether it would
 ever have stopped one of the trials that ended among the best completed ones.
@@ -26,13 +30,14 @@ import optuna
 import pandas as pd
 
 from mnist_search.commands.common import format_table
-from mnist_search.search import make_pruner
+from mnist_search.search import DEFAULT_LAST_K, make_pruner
 
 TOP = 3
 
 
 def curves(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, list[float]]]:
-    trained = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history") and t.datetime_start]
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    trained = [t for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("history")]
     return [(t, [m["eval_acc"] for m in t.user_attrs["history"]]) for t in sorted(trained, key=lambda t: t.datetime_start)]
 
 
@@ -50,9 +55,9 @@ def replay(name: str, recorded: list, epochs: int, study_name: str) -> dict:
         if original.number in stopped:
             model_epochs += stopped[original.number]
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif len(accs) == epochs:
+        elif original.state == optuna.trial.TrialState.COMPLETE:
             model_epochs += epochs
-            study.tell(trial, sum(accs[-5:]) / 5)
+            study.tell(trial, original.values[0])
         else:  # the original run pruned it earlier than this pruner would have: its future is unknown
             unknown.append(original.number)
             model_epochs += epochs
@@ -65,8 +70,9 @@ def main(url: str, study_name: str) -> None:
     study = optuna.load_study(study_name=study_name, storage=url)
     recorded = curves(study)
     epochs = max(len(accs) for _, accs in recorded)
-    finished = [(t, accs) for t, accs in recorded if len(accs) == epochs]
-    best = sorted(finished, key=lambda item: sum(item[1][-5:]), reverse=True)[:TOP]
+    finished = [(t, accs) for t, accs in recorded if t.state == optuna.trial.TrialState.COMPLETE]
+    best = sorted(finished, key=lambda item: item[0].values[0], reverse=True)[:TOP]
+    last_k = finished[0][0].user_attrs.get("last_k", DEFAULT_LAST_K)  # recorded since the attribute was added
     best_numbers = [t.number for t, _ in best]
     print(f"{len(recorded)} trained trials replayed in start order, {len(finished)} with all {epochs} epochs; "
           f"best {TOP} completed: {', '.join(f'#{n}' for n in best_numbers)}\n")
@@ -88,17 +94,19 @@ def main(url: str, study_name: str) -> None:
     print(format_table(list(rows[0]), [list(row.values()) for row in rows]))
 
     # How early can a curve be read? Rank agreement between epoch-e accuracy and the final score.
-    table = pd.DataFrame({f"epoch {e}": [accs[e - 1] for _, accs in finished] for e in (1, 2, 3, 4, 6, 9)})
-    table["mean of last 5"] = [sum(accs[-5:]) / 5 for _, accs in finished]
-    table["min of last 5"] = [min(accs[-5:]) for _, accs in finished]
-    ranks = table.corr(method="kendall")["mean of last 5"].drop("mean of last 5")
-    print(f"\nKendall rank correlation with the mean-of-last-5 score, over the {len(finished)} completed trials:")
+    mean_k, min_k = f"mean of last {last_k}", f"min of last {last_k}"
+    table = pd.DataFrame({f"epoch {e}": [accs[e - 1] for _, accs in finished] for e in (1, 2, 3, 4, 6, 9) if e < epochs})
+    table[mean_k] = [t.values[0] for t, _ in finished]
+    table[min_k] = [t.user_attrs["last_k_min"] for t, _ in finished]
+    ranks = table.corr(method="kendall")[mean_k].drop(mean_k)
+    print(f"\nKendall rank correlation with the {mean_k} score, over the {len(finished)} completed trials:")
     print(format_table(["accuracy", "tau"], [[name, f"{tau:.2f}"] for name, tau in ranks.items()]))
-    by_mean = max(range(len(finished)), key=lambda i: table["mean of last 5"][i])
-    by_min = max(range(len(finished)), key=lambda i: table["min of last 5"][i])
-    spread = pd.Series([max(accs[-5:]) - min(accs[-5:]) for _, accs in finished])
-    print(f"\nwinner by mean of last 5: #{finished[by_mean][0].number}; by min of last 5: #{finished[by_min][0].number}")
-    print(f"spread (max - min) within the last 5 epochs: median {spread.median():.2f}, max {spread.max():.2f} points")
+    by_mean = max(range(len(finished)), key=lambda i: table[mean_k][i])
+    by_min = max(range(len(finished)), key=lambda i: table[min_k][i])
+    spread = pd.Series([max(accs[-last_k:]) - min(accs[-last_k:]) for _, accs in finished])
+    print(f"\nwinner by {mean_k}: #{finished[by_mean][0].number}; by {min_k}: #{finished[by_min][0].number}")
+    print(f"spread (max - min) within the last {last_k} epochs: median {spread.median():.2f}, "
+          f"max {spread.max():.2f} points")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ def run(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
     study = open_study(open_storage(url), args.study_name, None, None, create=False)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
+    try:  # before hours of training, not after them
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the artifact directory {artifact_dir}: {exc.strerror or exc}; "
+                        "pass --artifacts DIR") from None
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run `mnist-search run` first")

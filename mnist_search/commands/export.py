@@ -47,20 +47,21 @@ def confirmation_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> l
     return lines
 
 
-def weights_source(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[str | None, str]:
-    """The artifact to export as weights and a docstring line saying what they are.
+def weights_source(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[str | None, str, str]:
+    """The artifact to export as weights, whose they are, and a docstring line saying so.
 
     A confirmed trial ships the weights of its median-accuracy confirmation seed (trained on
     all 60k images), so the module's stated test accuracy is reproducible from them.
     """
     confirmation = study.user_attrs.get(CONFIRM_KEY.format(number=trial.number))
-    if confirmation and any("weights_artifact" in r for r in confirmation["runs"]):
-        chosen = representative_run(confirmation)
-        return chosen.get("weights_artifact"), (
-            f"Weights (load_weights): confirmation seed {chosen['seed']}, the median of {len(confirmation['runs'])}"
+    representative = representative_run(confirmation) if confirmation else None
+    if representative:
+        chosen, completed = representative
+        return chosen["weights_artifact"], f"confirmation seed {chosen['seed']} of trial #{trial.number}", (
+            f"Weights (load_weights): confirmation seed {chosen['seed']}, the median of {completed} completed"
             f" seeds, trained on all 60,000 training images; its final test accuracy is {chosen['test_acc'][-1]:.2f}%.")
     final = (trial.user_attrs.get("history") or [{}])[-1].get("eval_acc", float("nan"))
-    return trial.user_attrs.get("weights_artifact"), (
+    return trial.user_attrs.get("weights_artifact"), f"trial #{trial.number}", (
         f"Weights (load_weights): the search trial's own, trained on the training split; final validation "
         f"accuracy {final:.2f}%.")
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     spec = ArchSpec.from_dict(trial.user_attrs["spec"])
     history = trial.user_attrs.get("history", [])
-    weights_artifact, weights_line = weights_source(study, trial)
+    weights_artifact, weights_owner, weights_line = weights_source(study, trial)
     details = "\n".join([
         f"Exported by mnist-search from study {study.study_name!r} trial #{trial.number} ({mask_password(url)}).",
         "",
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights:
         artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
         weights = Path(args.weights)
-        fetch_weights(artifact_dir, weights_artifact, weights, f"trial #{trial.number}")
+        fetch_weights(artifact_dir, weights_artifact, weights, weights_owner)
         print(weights_line)
         print(f"wrote {weights}; load with: from {output.stem} import load_weights; net = load_weights('{weights}')")
     return 0

@@ -40,11 +40,13 @@ def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MN
     return summarise(runs, last_k, target)
 
 
-def representative_run(confirmation: dict) -> dict:
-    """The seed with the median final test accuracy (the lower middle for an even count): the
-    weights worth shipping without picking the luckiest seed on the test set."""
-    runs = sorted((r for r in confirmation["runs"] if r["test_acc"]), key=lambda r: r["test_acc"][-1])
-    return runs[(len(runs) - 1) // 2]
+def representative_run(confirmation: dict) -> tuple[dict, int] | None:
+    """Of the seeds that trained to the end, the one with the median final test accuracy (the
+    lower middle for an even count), and how many there were: the weights worth shipping
+    without picking the luckiest seed on the test set. None when no seed completed."""
+    runs = sorted((r for r in confirmation["runs"] if r["status"] == "completed" and r["test_acc"]
+                   and r.get("weights_artifact")), key=lambda r: r["test_acc"][-1])
+    return (runs[(len(runs) - 1) // 2], len(runs)) if runs else None
 
 
 def summarise(runs: list[dict], last_k: int, target: float) -> dict:

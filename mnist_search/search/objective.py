@@ -55,6 +55,7 @@ class Objective:
         for key, value in {
             "params": analysis.params, "receptive_field": analysis.receptive_field, "spec": spec.to_dict(),
             "config": config.to_dict(), "device": self.device, "max_params": self.max_params,
+            "last_k": self.last_k,
         }.items():
             trial.set_user_attr(key, value)
 

@@ -6,7 +6,8 @@ from mnist_search.search.confirm import representative_run, summarise
 
 
 def runs(*finals, status="completed"):
-    return [{"seed": i, "status": status, "test_acc": [98.0, 99.45, final]} for i, final in enumerate(finals)]
+    return [{"seed": i, "status": status, "test_acc": [98.0, 99.45, final], "weights_artifact": f"w{i}"}
+            for i, final in enumerate(finals)]
 
 
 def test_summary_judges_every_last_k_epoch_of_every_seed():
@@ -17,9 +18,10 @@ def test_summary_judges_every_last_k_epoch_of_every_seed():
     assert not summarise(runs(99.5, 99.6, status="diverged"), last_k=2, target=99.4)["consistent"]
 
 
-def test_the_shipped_seed_is_the_median_not_the_best():
-    assert representative_run(summarise(runs(99.1, 99.5, 99.3), 2, 99.4))["seed"] == 2
-    assert representative_run(summarise(runs(99.6, 99.2), 2, 99.4))["seed"] == 1  # even count: the lower middle
-    with_empty = summarise(runs(99.6, 99.2, 99.4), 2, 99.4)
-    with_empty["runs"].append({"seed": 3, "status": "diverged", "test_acc": []})
-    assert representative_run(with_empty)["seed"] == 2
+def test_the_shipped_seed_is_the_median_completed_one_not_the_best():
+    assert representative_run(summarise(runs(99.1, 99.5, 99.3), 2, 99.4)) == (runs(99.1, 99.5, 99.3)[2], 3)
+    assert representative_run(summarise(runs(99.6, 99.2), 2, 99.4))[0]["seed"] == 1  # even count: the lower middle
+    mixed = summarise(runs(99.6, 99.2, 99.4), 2, 99.4)
+    mixed["runs"].append({"seed": 3, "status": "diverged", "test_acc": [99.3, 99.35, 99.5], "weights_artifact": "w3"})
+    assert representative_run(mixed) == (mixed["runs"][2], 3)  # the diverged seed is never shipped
+    assert representative_run(summarise(runs(99.6, status="diverged"), 2, 99.4)) is None

@@ -153,6 +153,13 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     stranger = tmp_path / "stranger.py"
     stranger.write_text("x = 1\n")
     assert_user_error(cli("evaluate", str(stranger), "--weights", str(stranger)), "has no load_weights()")
+    assert_user_error(cli("evaluate", str(tmp_path), "--weights", str(stranger)), "is not a file")
+    weights_first = tmp_path / "w.safetensors"
+    weights_first.write_bytes(b"\0" * 16)
+    assert_user_error(cli("evaluate", str(weights_first), "--weights", str(stranger)), "is not a Python module")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    assert_user_error(cli("evaluate", str(broken), "--weights", str(stranger)), "RuntimeError: boom")
     # None of the bad inputs created a study or a trial.
     assert not (tmp_path / "s.db").exists() or optuna.get_all_study_summaries(db) == []
 
@@ -207,7 +214,7 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     # The exported weights are a confirmation seed's (the lower median of 2: the worse final accuracy),
     # and evaluating the module with them reproduces that seed's final test accuracy exactly.
     shipped = min(confirmation["runs"], key=lambda r: (r["test_acc"][-1], r["seed"]))
-    assert f"confirmation seed {shipped['seed']}, the median of 2" in text
+    assert f"confirmation seed {shipped['seed']}, the median of 2 completed seeds" in text
     evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {shipped['test_acc'][-1]:.2f}%" in evaluated.stdout
