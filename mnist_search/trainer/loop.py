@@ -94,6 +94,12 @@ def fit(
     # oneDNN training is faster contiguous, and on CUDA it is unmeasured, so both stay contiguous.
     memory_format = torch.channels_last if compile_model and device.type == "cpu" else torch.contiguous_format
     model.to(memory_format=memory_format)
+    if compile_model:
+        # Dynamo keys its compiled graphs on SpecNet.forward's code, shared by every
+        # architecture: a worker that had compiled 8 trials hit the recompile limit and
+        # silently trained the rest eagerly (seen in the CPU search's log). Each fit
+        # compiles a new network, so the previous fits' graphs are dropped first.
+        torch.compiler.reset()
     step_model = torch.compile(model) if compile_model else model
     optimizer = make_optimizer(model.parameters(), config)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)

@@ -95,3 +95,13 @@ def test_cuda_without_a_gpu_is_a_user_error():
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit(data):
+    """A search worker compiles a new network per trial; with a limit of 1, the second would fall back to eager."""
+    other = ArchSpec((Conv(4), MaxPool(2), Conv(6), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=0)
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        for spec in (SMALL, other, SMALL):
+            assert fit(build_seeded(spec, 0), config, data.train, data.val, device="cpu",
+                       compile_model=True).status == "completed"
