@@ -69,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
     study.optimize(objective, n_trials=args.trials, timeout=timeout_s, callbacks=[progress],
                    catch=(TrainingDiverged,), gc_after_trial=False)
     print(progress.summary(study, time.perf_counter() - started))
-    storage_flag = f" --storage {mask_password(url)}" if args.storage else ""
-    print(f"next: mnist-search export{storage_flag} --study-name {study.study_name} --output best_net.py "
-          "--weights best_net.safetensors")
+    if args.verb == "run":  # `run --workers K` prints it once, after its workers
+        print(next_step(args, url, study.study_name))
     return 0
+
+
+def next_step(args: argparse.Namespace, url: str, study_name: str) -> str:
+    storage_flag = f" --storage {mask_password(url)}" if args.storage else ""
+    return (f"next: mnist-search export{storage_flag} --study-name {study_name} --output best_net.py "
+            "--weights best_net.safetensors")
 
 
 class Progress:
@@ -141,4 +146,5 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
         raise
     study = optuna.load_study(study_name=study_name, storage=open_storage(url, args.heartbeat_grace))
     print(f"workers finished; {Progress.counts(study)}; {Progress.best(study)}")
+    print(next_step(args, url, study_name))
     return max(codes)

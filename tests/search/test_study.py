@@ -169,6 +169,8 @@ def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     result = cli("run", "--trials", "4", "--workers", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert result.returncode == 0, result.stderr
     assert "starting 2 worker processes" in result.stdout
+    # The workers were given the URL in their environment; the hint still names it, once.
+    assert result.stdout.count("next: mnist-search export --storage sqlite:///") == 1
     numbers = [t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert sorted(numbers) == [0, 1, 2, 3]
     assert "database is locked" not in result.stderr
