@@ -26,7 +26,8 @@ def main(url: str, name: str) -> None:
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     print(f"trials: {len(trials)}; " + ", ".join(f"{k.lower()} {v}" for k, v in states.items() if v)
           + f" (of the pruned, infeasible: {infeasible})")
-    print(f"wall time, first trial start to last trial end: {(max(ends) - min(starts)).total_seconds() / 60:.1f} min")
+    print(f"wall time, first trial start to last trial end: {(max(ends) - min(starts)).total_seconds() / 60:.1f} min; "
+          f"with at least one trial running: {busy_minutes(trials):.1f} min (excludes gaps between runs)")
     epochs = sum(len(t.user_attrs.get("history", [])) for t in trials)
     print(f"model-epochs trained: {epochs}")
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -38,6 +39,22 @@ def main(url: str, name: str) -> None:
     with create_engine(url).connect() as db:
         count, largest = db.execute(text(BUDGET_QUERY)).one()
     print(f"budget query: {BUDGET_QUERY}\n  -> {count} trials with a parameter count, the largest {largest}")
+
+
+def busy_minutes(trials) -> float:
+    """Length of the union of the trials' [start, end] intervals."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    total, current_start, current_end = 0.0, None, None
+    for start, end in spans:
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += (current_end - current_start).total_seconds()
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None:
+        total += (current_end - current_start).total_seconds()
+    return total / 60
 
 
 if __name__ == "__main__":
