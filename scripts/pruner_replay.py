@@ -15,8 +15,11 @@ What this can and cannot say:
   epochs (an upper bound on that pruner's cost) and, having no final value, cannot join the
   completed trials later decisions compare against, so those later decisions are
   approximate for every pruner but the original one;
-- trials ran two at a time in the original study; the replay is sequential and numbers
-  them afresh, so Hyperband's (hash-based) brackets are not the ones a real run would draw.
+- trials ran two at a time in the original study; the replay keeps their recorded timeline
+  (a report at the trial's start plus its epochs' seconds, a trial finished from its
+  recorded end), but a trial stopped earlier would in reality have freed its worker for the
+  next trial sooner, which no replay can know; and it numbers the trials afresh, so
+  Hyperband's (hash-based) brackets are not the ones a real run would draw.
 
 The question for a default pruner: how many model-epochs it saves, and whether it would
 ever have stopped one of the trials that ended among the best completed ones.
@@ -24,6 +27,7 @@ ever have stopped one of the trials that ended among the best completed ones.
 
 from __future__ import annotations
 
+import datetime
 import sys
 
 import optuna
@@ -42,26 +46,42 @@ def curves(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, list[flo
 
 
 def replay(name: str, recorded: list, epochs: int, study_name: str) -> dict:
+    """Replay the recorded trials on their recorded timeline: each epoch's report happens at
+    the trial's start plus its epochs' seconds, and a trial counts as finished for the
+    pruner's comparisons only from its recorded end, as in the original parallel run."""
     # The original study's name: Hyperband assigns trials to brackets by hashing it with the trial number.
     study = optuna.create_study(study_name=study_name, direction="maximize", pruner=make_pruner(name, epochs))
-    stopped, unknown, model_epochs = {}, [], 0
+    events = []  # (time, order at equal times: start < report < end, original, step)
     for original, accs in recorded:
-        trial = study.ask()
-        for step, acc in enumerate(accs, start=1):
-            trial.report(acc, step)
+        events.append((original.datetime_start, 0, original, 0))
+        elapsed = datetime.timedelta()
+        for step, metrics in enumerate(original.user_attrs["history"], start=1):
+            elapsed += datetime.timedelta(seconds=metrics.get("seconds", 0.0))
+            events.append((original.datetime_start + elapsed, 1, original, step))
+        events.append((original.datetime_complete, 2, original, 0))
+    running, stopped, unknown, model_epochs = {}, {}, [], 0
+    for _, kind, original, step in sorted(events, key=lambda e: (e[0], e[1], e[2].number, e[3])):
+        if kind == 0:
+            running[original.number] = study.ask()
+            continue
+        trial = running.get(original.number)
+        if trial is None:  # this pruner already stopped it
+            continue
+        if kind == 1:
+            trial.report(original.user_attrs["history"][step - 1]["eval_acc"], step)
             if trial.should_prune():
                 stopped[original.number] = step
-                break
-        if original.number in stopped:
-            model_epochs += stopped[original.number]
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif original.state == optuna.trial.TrialState.COMPLETE:
-            model_epochs += epochs
+                model_epochs += step
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                del running[original.number]
+            continue
+        model_epochs += epochs
+        if original.state == optuna.trial.TrialState.COMPLETE:
             study.tell(trial, original.values[0])
         else:  # the original run pruned it earlier than this pruner would have: its future is unknown
             unknown.append(original.number)
-            model_epochs += epochs
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        del running[original.number]
     return {"stopped": stopped, "unknown": unknown, "model_epochs": model_epochs}
 
 
@@ -76,9 +96,9 @@ def main(url: str, study_name: str) -> None:
     best_numbers = [t.number for t, _ in best]
     print(f"{len(recorded)} trained trials replayed in start order, {len(finished)} with all {epochs} epochs; "
           f"best {TOP} completed: {', '.join(f'#{n}' for n in best_numbers)}\n")
-    rows = []
+    rows, results = [], {}
     for name in ("none", "median", "hyperband"):
-        result = replay(name, recorded, epochs, study_name)
+        result = results[name] = replay(name, recorded, epochs, study_name)
         killed = [n for n in best_numbers if n in result["stopped"]]
         rows.append({
             "pruner": name,
@@ -92,6 +112,12 @@ def main(url: str, study_name: str) -> None:
     for row in rows:
         row["vs none"] = f"{row['model-epochs'] / baseline:.2f}x"
     print(format_table(list(rows[0]), [list(row.values()) for row in rows]))
+    # Fidelity check: the study ran the median pruner, so replaying it should repeat its decisions.
+    actual = {t.number: len(accs) for t, accs in recorded if t.state == optuna.trial.TrialState.PRUNED}
+    same = sum(results["median"]["stopped"].get(n) == step for n, step in actual.items())
+    extra = len(set(results["median"]["stopped"]) - set(actual))
+    print(f"\nfidelity: replaying the median pruner repeats {same} of the study's {len(actual)} pruning decisions "
+          f"(same trial, same epoch) and stops {extra} trial(s) the study let finish")
 
     # How early can a curve be read? Rank agreement between epoch-e accuracy and the final score.
     mean_k, min_k = f"mean of last {last_k}", f"min of last {last_k}"

@@ -26,7 +26,7 @@ def recorded_study(epochs: int = 8) -> optuna.Study:
     def objective(trial):
         ceiling, history = rng.uniform(95, 99.5), []
         for epoch in range(1, epochs + 1):
-            history.append({"eval_acc": ceiling - 5 / epoch + rng.uniform(-0.3, 0.3)})
+            history.append({"eval_acc": ceiling - 5 / epoch + rng.uniform(-0.3, 0.3), "seconds": 0.0})
             trial.set_user_attr("history", history)
             trial.report(history[-1]["eval_acc"], epoch)
             if trial.should_prune():
