@@ -91,7 +91,8 @@ def main(url: str, study_name: str) -> None:
     recorded = curves(study)
     epochs = max(len(accs) for _, accs in recorded)
     finished = [(t, accs) for t, accs in recorded if t.state == optuna.trial.TrialState.COMPLETE]
-    best = sorted(finished, key=lambda item: item[0].values[0], reverse=True)[:TOP]
+    ranked = sorted(finished, key=lambda item: item[0].values[0], reverse=True)
+    best = ranked[:TOP]
     last_k = finished[0][0].user_attrs.get("last_k", DEFAULT_LAST_K)  # recorded since the attribute was added
     best_numbers = [t.number for t, _ in best]
     print(f"{len(recorded)} trained trials replayed in start order, {len(finished)} with all {epochs} epochs; "
@@ -100,12 +101,14 @@ def main(url: str, study_name: str) -> None:
     for name in ("none", "median", "hyperband"):
         result = results[name] = replay(name, recorded, epochs, study_name)
         killed = [n for n in best_numbers if n in result["stopped"]]
+        finishers = [(rank, t.number) for rank, (t, _) in enumerate(ranked, start=1) if t.number in result["stopped"]]
         rows.append({
             "pruner": name,
             "stopped early": len(result["stopped"]),
             "model-epochs": result["model_epochs"],
             "vs none": "",
             f"best-{TOP} stopped": ", ".join(f"#{n} at epoch {result['stopped'][n]}" for n in killed) or "none",
+            "finishers stopped (their rank)": ", ".join(f"#{n} ({rank})" for rank, n in finishers) or "none",
             "unknown outcome": len(result["unknown"]),
         })
     baseline = rows[0]["model-epochs"]
