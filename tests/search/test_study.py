@@ -198,6 +198,10 @@ def test_resuming_with_the_same_seed_samples_new_points(tiny_mnist, tmp_path):
 def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'confirm.db'}"
     assert cli("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_user_error(cli("confirm", "--storage", url, "--artifacts", str(blocker / "weights"),
+                          "--data-dir", str(tiny_mnist), "--val-size", "100"), "cannot create the artifact directory")
     result = cli("confirm", "--top", "1", "--seeds", "2", "--last-k", "1", "--target", "50", "--storage", url,
                  "--data-dir", str(tiny_mnist), "--val-size", "100")
     assert result.returncode == 0, result.stderr
