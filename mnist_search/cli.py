@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--heartbeat-grace", type=int, default=DEFAULT_HEARTBEAT_GRACE_S,
                             help="seconds without a heartbeat before a worker's trial is failed and retried "
                                  f"(default {DEFAULT_HEARTBEAT_GRACE_S})")
+        search.add_argument("--warm-start", metavar="STUDY",
+                            help="first run the best trials of STUDY (same storage), narrowed or widened to "
+                                 "this budget")
+        search.add_argument("--warm-start-top", type=int, default=3,
+                            help="how many of STUDY's best trials to queue (default 3)")
         search.add_argument("--workers", type=int, default=1,
                             help="local worker processes sharing the study (default 1)")
         _add_data_dir(search)

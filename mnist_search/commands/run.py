@@ -14,7 +14,8 @@ import optuna
 
 from mnist_search.defaults import STORAGE_ENV
 from mnist_search.errors import ConfigError
-from mnist_search.search import Objective, TrainingDiverged, is_pareto, make_pruner, make_sampler, open_study, score
+from mnist_search.search import (Objective, TrainingDiverged, enqueue_best_of, is_pareto, make_pruner, make_sampler,
+                                 open_study, score)
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout must be a positive number of minutes, got {args.timeout}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.warm_start_top < 1:
+        raise ConfigError(f"--warm-start-top must be at least 1, got {args.warm_start_top}")
     device = resolve_device(args.device)
     # Our own progress lines report each trial; Optuna's warnings repeat them with tracebacks.
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
@@ -44,12 +47,18 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(url, heartbeat_grace=args.heartbeat_grace)
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
     parallel = args.workers > 1 or args.verb == "worker"  # other workers may share the study
+    # The study to copy from is checked first, so a typo creates no empty study.
+    source = open_study(storage, args.warm_start, None, None, create=False) if args.warm_start else None
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
                        make_pruner(args.pruner, args.epochs), create=args.verb == "run", objective=args.objective)
     pareto = is_pareto(study)
+    existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    if source is not None:
+        numbers = enqueue_best_of(study, source, args.warm_start_top)
+        print(f"queued the best {len(numbers)} trials of study {args.warm_start!r} "
+              f"({', '.join(f'#{n}' for n in numbers)}) at a budget of {args.max_params:,} params", flush=True)
     if args.workers > 1:
         return _run_workers(args, study.study_name, url)
-    existing = len(study.trials)
     if args.seed is not None and existing:
         # A fixed seed on a resumed study would replay the random startup samples it already
         # tried; offsetting by the trials so far keeps the run reproducible but new.

@@ -245,3 +245,31 @@ def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
     assert cli("report", "--storage", url, "--output", str(tmp_path / "r")).returncode == 0
     mismatch = cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert_user_error(mismatch, "is a Pareto (score, parameters) study", "--objective pareto")
+
+
+def test_warm_start_narrows_another_studys_best_trials_to_a_smaller_budget(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'warm.db'}"
+    data = ("--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert cli("run", "--trials", "3", "--study-name", "wide", *data).returncode == 0
+    assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "nope", *data), "no study named 'nope'")
+    assert optuna.study.get_all_study_names(url) == ["wide"]  # the typo created no study
+
+    for _ in range(2):  # resuming queues nothing twice
+        result = cli("run", "--trials", "1", "--study-name", "narrow", "--max-params", "2000",
+                     "--warm-start", "wide", "--warm-start-top", "2", *data)
+        assert result.returncode == 0, result.stderr
+        assert "queued the best 2 trials of study 'wide'" in result.stdout
+    wide = optuna.load_study(study_name="wide", storage=url)
+    best = sorted((t for t in wide.trials if t.state.name == "COMPLETE"), key=lambda t: t.value, reverse=True)[:2]
+    narrow = optuna.load_study(study_name="narrow", storage=url).trials
+    assert len(narrow) == 2 and all(t.state.name != "WAITING" for t in narrow)
+    for copied, original in zip(narrow, best):
+        assert copied.params == original.params
+        assert copied.user_attrs["warm_start"] == f"wide#{original.number}"
+        # The same structure (layer for layer), narrowed to fit the smaller budget.
+        assert copied.user_attrs["params"] <= 2000 < original.user_attrs["params"]
+        ops = [[layer["op"] for layer in t.user_attrs["spec"]["layers"]] for t in (copied, original)]
+        assert ops[0] == ops[1]
+    assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "narrow", *data), "names this study")
+    assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "wide", "--warm-start-top", "0", *data),
+                      "--warm-start-top must be at least 1")
