@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from mnist_search.models import PRESETS, analyse  # noqa: E402
+from mnist_search.search.confirm import CONFIRM_KEY  # noqa: E402
 from mnist_search.search.study import is_pareto, score  # noqa: E402
 
 TOP = 10
@@ -35,6 +36,17 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
             "epochs": len(history), "state": t.state.name, "seconds": t.user_attrs.get("seconds"),
         })
     return rows
+
+
+def confirmations(study: optuna.Study) -> list[dict]:
+    """The trials `mnist-search confirm` retrained on the test set, best mean final accuracy first."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        result = study.user_attrs.get(CONFIRM_KEY.format(number=t.number))
+        if result:
+            rows.append({"trial": t.number, "params": t.user_attrs.get("params"), "seeds": len(result["runs"]),
+                         **{k: v for k, v in result.items() if k != "runs"}})
+    return sorted(rows, key=lambda r: r["final_mean"], reverse=True)
 
 
 def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -101,6 +113,11 @@ def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
         ax.annotate(name, (params, best), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.scatter([], [], marker="*", s=160, c="tab:orange", edgecolors="black",
                label="seed networks (best TEST accuracy of their write-ups)")
+    confirmed = confirmations(study)
+    if confirmed:
+        ax.errorbar([r["params"] for r in confirmed], [r["final_mean"] for r in confirmed],
+                    yerr=[r["final_std"] for r in confirmed], fmt="D", c="tab:green", capsize=3, zorder=4,
+                    label="confirmed: final TEST accuracy, mean +- std over seeds (60k training)")
     ax.set_xlabel("parameters")
     ax.set_ylabel("accuracy (%): trials = validation score")
     ax.set_title(f"Accuracy against parameters, study {study.study_name!r}")
@@ -141,6 +158,16 @@ def _index(study: optuna.Study, rows: list[dict], plots: list[Path]) -> str:
     for r in rows:
         lines.append(f"| #{r['trial']} | {r['score']:.3f} | {r['last_k_min'] or float('nan'):.2f} | {r['params']:,} | "
                      f"{r['receptive_field']} | {r['epochs']} | {r['state']} | {r['seconds'] or 0:.0f} |")
+    confirmed = confirmations(study)
+    if confirmed:
+        lines += ["", "## Confirmed on the test set", "",
+                  "Retrained on all 60,000 training images, once per seed, scoring the test set every epoch "
+                  "(`mnist-search confirm`).", "",
+                  "| trial | params | seeds | final test % | last-K test % | min of last K | every last-K epoch >= target |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| #{r['trial']} | {r['params']:,} | {r['seeds']} | {r['final_mean']:.2f} ± {r['final_std']:.2f} | "
+                  f"{r['last_k_mean']:.2f} ± {r['last_k_std']:.2f} (K={r['last_k']}) | {r['last_k_min']:.2f} | "
+                  f"{'yes' if r['consistent'] else 'no'} ({r['target']}) |" for r in confirmed]
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"

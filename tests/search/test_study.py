@@ -224,6 +224,12 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {shipped['test_acc'][-1]:.2f}%" in evaluated.stdout
+    report = cli("report", "--storage", url, "--output", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "## Confirmed on the test set" in index
+    assert (f"| #{best.number} | {best.user_attrs['params']:,} | 2 | "
+            f"{confirmation['final_mean']:.2f} ± {confirmation['final_std']:.2f} |") in index
 
 
 def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
