@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     confirm = verbs.add_parser("confirm", help="retrain the top trials on 60k images with several seeds, on the test set")
     _add_storage(confirm)
     confirm.add_argument("--top", type=int, default=3, help="architectures to confirm (default 3)")
+    confirm.add_argument("--trial", type=int, action="append", metavar="N",
+                         help="confirm trial N instead of the top ones (repeatable)")
     confirm.add_argument("--seeds", type=int, default=3, help="training seeds per architecture (default 3)")
     confirm.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
     confirm.add_argument("--target", type=float, default=99.4, help="test accuracy every last-K epoch must reach (default 99.4)")

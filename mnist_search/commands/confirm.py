@@ -30,7 +30,15 @@ def run(args: argparse.Namespace) -> int:
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run `mnist-search run` first")
-    top = sorted(completed, key=score, reverse=True)[: args.top]
+    if args.trial:
+        by_number = {t.number: t for t in completed}
+        missing = [n for n in args.trial if n not in by_number]
+        if missing:
+            raise UserError(f"trial #{missing[0]} is not a completed trial of study {study.study_name!r}; completed: "
+                            + ", ".join(f"#{n}" for n in sorted(by_number)))
+        top = [by_number[n] for n in dict.fromkeys(args.trial)]
+    else:
+        top = sorted(completed, key=score, reverse=True)[: args.top]
     data = load_mnist(args.data_dir, val_size=args.val_size)
     rows = []
     for trial in top:

@@ -202,11 +202,15 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     blocker.write_text("")
     assert_user_error(cli("confirm", "--storage", url, "--artifacts", str(blocker / "weights"),
                           "--data-dir", str(tiny_mnist), "--val-size", "100"), "cannot create the artifact directory")
-    result = cli("confirm", "--top", "1", "--seeds", "2", "--last-k", "1", "--target", "50", "--storage", url,
-                 "--data-dir", str(tiny_mnist), "--val-size", "100")
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    assert_user_error(cli("confirm", "--trial", "7", "--storage", url, "--data-dir", str(tiny_mnist),
+                          "--val-size", "100"), "trial #7 is not a completed trial")
+    best = study.best_trial
+    result = cli("confirm", "--trial", str(best.number), "--seeds", "2", "--last-k", "1", "--target", "50",
+                 "--storage", url, "--data-dir", str(tiny_mnist), "--val-size", "100")
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="mnist-search", storage=url)
-    best = study.best_trial
+    assert [k for k in study.user_attrs if k.startswith("confirm:")] == [f"confirm:{best.number}"]
     confirmation = study.user_attrs[f"confirm:{best.number}"]
     assert [r["seed"] for r in confirmation["runs"]] == [0, 1]
     assert all(len(r["test_acc"]) == 2 for r in confirmation["runs"])  # the study's 2 epochs, every epoch scored
@@ -230,6 +234,13 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert "## Confirmed on the test set" in index
     assert (f"| #{best.number} | {best.user_attrs['params']:,} | 2 | "
             f"{confirmation['final_mean']:.2f} ± {confirmation['final_std']:.2f} |") in index
+    # Without --trial: the top trials by validation score.
+    top = cli("confirm", "--top", "2", "--seeds", "1", "--last-k", "1", "--storage", url, "--data-dir", str(tiny_mnist),
+              "--val-size", "100")
+    assert top.returncode == 0, top.stderr
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    completed = [t.number for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(k for k in study.user_attrs if k.startswith("confirm:")) == [f"confirm:{n}" for n in completed]
 
 
 def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
