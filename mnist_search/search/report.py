@@ -22,6 +22,7 @@ from mnist_search.search.confirm import CONFIRM_KEY  # noqa: E402
 from mnist_search.search.study import is_pareto, score  # noqa: E402
 
 TOP = 10
+ZOOM_POINTS = 2.0  # the accuracy plot shows this many points below the best; the rest are counted
 
 
 def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
@@ -47,6 +48,14 @@ def confirmations(study: optuna.Study) -> list[dict]:
             rows.append({"trial": t.number, "params": t.user_attrs.get("params"), "seeds": len(result["runs"]),
                          **{k: v for k, v in result.items() if k != "runs"}})
     return sorted(rows, key=lambda r: r["final_mean"], reverse=True)
+
+
+def zoom(trials: list[float], marked: list[float]) -> tuple[float, float, int]:
+    """The accuracy range to plot and how many trials fall below it: ``ZOOM_POINTS`` below the
+    best, since one trial that learnt nothing would squash all the others into a line."""
+    top = max(trials + marked)
+    bottom = max(top - ZOOM_POINTS, min(trials))
+    return bottom, top, sum(y < bottom for y in trials)
 
 
 def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -92,7 +101,7 @@ def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
     states = {optuna.trial.TrialState.COMPLETE: ("tab:blue", "completed"),
               optuna.trial.TrialState.PRUNED: ("tab:gray", "pruned (last epoch reached)")}
     figure, ax = plt.subplots(figsize=(8, 5))
-    points = []
+    points, shown = [], []
     for state, (color, label) in states.items():
         xs, ys = [], []
         for t in study.get_trials(deepcopy=False, states=(state,)):
@@ -102,6 +111,7 @@ def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
             ys.append(score(t) if state == optuna.trial.TrialState.COMPLETE else history[-1]["eval_acc"])
             xs.append(t.user_attrs["params"])
         ax.scatter(xs, ys, c=color, label=label, alpha=0.7)
+        shown += ys
         if state == optuna.trial.TrialState.COMPLETE:
             points = list(zip(xs, ys))
     front = pareto_front(points)
@@ -120,7 +130,13 @@ def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
                     label="confirmed: final TEST accuracy, mean +- std over seeds (60k training)")
     ax.set_xlabel("parameters")
     ax.set_ylabel("accuracy (%): trials = validation score")
-    ax.set_title(f"Accuracy against parameters, study {study.study_name!r}")
+    title = f"Accuracy against parameters, study {study.study_name!r}"
+    if shown:
+        marked = [max(p.reported_test_acc) for p in PRESETS.values()] + [r["final_mean"] for r in confirmed]
+        bottom, top, hidden = zoom(shown, marked)
+        ax.set_ylim(bottom - 0.05, top + 0.15)
+        title += f"\n({hidden} trials below {bottom:.1f}% not shown)" if hidden else ""
+    ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(ax, path)
