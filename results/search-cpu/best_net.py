@@ -7,8 +7,12 @@ Receptive field: 32
 Score (mean validation accuracy of the last epochs): 99.352%
 Minimum validation accuracy over those epochs: 99.32%
 Validation accuracy per epoch: 98.22, 98.62, 98.84, 99.06, 99.09, 99.11, 99.07, 99.17, 99.23, 99.25, 99.38, 99.40, 99.32, 99.33, 99.33
-Not confirmed on the test set yet (run `mnist-search confirm`).
-Weights (load_weights): the search trial's own, trained on the training split; final validation accuracy 99.33%.
+Confirmed on the MNIST test set (3 seeds, trained on all 60,000 training images):
+  final test accuracy 99.46 +- 0.03%; last 5 epochs 99.44 +- 0.04%, minimum 99.34%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 97.92, 98.91, 98.88, 99.16, 99.34, 99.38, 99.42, 99.36, 99.34, 99.46, 99.39, 99.44, 99.45, 99.53, 99.50
+  seed 1: 98.01, 98.60, 98.99, 99.19, 99.27, 99.28, 99.25, 99.36, 99.31, 99.38, 99.34, 99.40, 99.40, 99.47, 99.45
+  seed 2: 98.41, 98.63, 99.09, 99.18, 99.13, 99.34, 99.25, 99.30, 99.44, 99.42, 99.41, 99.44, 99.44, 99.45, 99.43
+Weights (load_weights): confirmation seed 1, the median of 3 completed seeds, trained on all 60,000 training images; its final test accuracy is 99.45%.
 Training recipe (mnist_search TrainConfig):
 {
     "epochs": 15,
