@@ -109,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--heartbeat-grace", type=int, default=DEFAULT_HEARTBEAT_GRACE_S,
                             help="seconds without a heartbeat before a worker's trial is failed and retried "
                                  f"(default {DEFAULT_HEARTBEAT_GRACE_S})")
-        search.add_argument("--warm-start", metavar="STUDY",
-                            help="first run the best trials of STUDY (same storage), narrowed or widened to "
-                                 "this budget")
-        search.add_argument("--warm-start-top", type=int, default=3,
-                            help="how many of STUDY's best trials to queue (default 3)")
+        if verb == "run":  # queued once, by `run`; workers take the queued trials like any other
+            search.add_argument("--warm-start", metavar="STUDY",
+                                help="first run the best trials of STUDY (same storage), narrowed or widened to "
+                                     "this budget")
+            search.add_argument("--warm-start-top", type=int, default=3,
+                                help="how many of STUDY's best trials to queue (default 3)")
         search.add_argument("--workers", type=int, default=1,
                             help="local worker processes sharing the study (default 1)")
         _add_data_dir(search)
@@ -127,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     confirm = verbs.add_parser("confirm", help="retrain the top trials on 60k images with several seeds, on the test set")
     _add_storage(confirm)
-    confirm.add_argument("--top", type=int, default=3, help="architectures to confirm (default 3)")
-    confirm.add_argument("--trial", type=int, action="append", metavar="N",
-                         help="confirm trial N instead of the top ones (repeatable)")
+    which = confirm.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=3, help="architectures to confirm (default 3)")
+    which.add_argument("--trial", type=int, action="append", metavar="N",
+                       help="confirm trial N instead of the top ones (repeatable)")
     confirm.add_argument("--seeds", type=int, default=3, help="training seeds per architecture (default 3)")
     confirm.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
     confirm.add_argument("--target", type=float, default=99.4, help="test accuracy every last-K epoch must reach (default 99.4)")

@@ -16,7 +16,7 @@ from mnist_search.trainer import load_mnist, resolve_device
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1 or args.seeds < 1:
+    if (not args.trial and args.top < 1) or args.seeds < 1:
         raise ConfigError("--top and --seeds must be at least 1")
     device = resolve_device(args.device)
     url = resolve_storage_url(args.storage)
@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         by_number = {t.number: t for t in completed}
         missing = [n for n in args.trial if n not in by_number]
         if missing:
-            raise UserError(f"trial #{missing[0]} is not a completed trial of study {study.study_name!r}; completed: "
-                            + ", ".join(f"#{n}" for n in sorted(by_number)))
+            best = sorted(completed, key=score, reverse=True)[:5]
+            raise UserError(f"trial #{missing[0]} is not a completed trial of study {study.study_name!r}; "
+                            f"its best completed trials: {', '.join(f'#{t.number}' for t in best)}")
         top = [by_number[n] for n in dict.fromkeys(args.trial)]
     else:
         top = sorted(completed, key=score, reverse=True)[: args.top]

@@ -14,8 +14,8 @@ import optuna
 
 from mnist_search.defaults import STORAGE_ENV
 from mnist_search.errors import ConfigError
-from mnist_search.search import (Objective, TrainingDiverged, enqueue_best_of, is_pareto, make_pruner, make_sampler,
-                                 open_study, score)
+from mnist_search.search import Objective, TrainingDiverged, is_pareto, make_pruner, make_sampler, open_study, score
+from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
 
@@ -36,8 +36,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout must be a positive number of minutes, got {args.timeout}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    if args.warm_start_top < 1:
-        raise ConfigError(f"--warm-start-top must be at least 1, got {args.warm_start_top}")
+    warm_start = getattr(args, "warm_start", None)  # `run` only: workers take what `run` queued
+    if warm_start is not None:
+        if args.warm_start_top < 1:
+            raise ConfigError(f"--warm-start-top must be at least 1, got {args.warm_start_top}")
+        if warm_start == args.study_name:
+            raise ConfigError(f"--warm-start names this study ({warm_start!r}); name the study to copy from")
     device = resolve_device(args.device)
     # Our own progress lines report each trial; Optuna's warnings repeat them with tracebacks.
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
@@ -48,15 +52,20 @@ def run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
     parallel = args.workers > 1 or args.verb == "worker"  # other workers may share the study
     # The study to copy from is checked first, so a typo creates no empty study.
-    source = open_study(storage, args.warm_start, None, None, create=False) if args.warm_start else None
+    picks = best_of(open_study(storage, warm_start, None, None, create=False), args.warm_start_top) if warm_start else []
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
                        make_pruner(args.pruner, args.epochs), create=args.verb == "run", objective=args.objective)
     pareto = is_pareto(study)
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
-    if source is not None:
-        numbers = enqueue_best_of(study, source, args.warm_start_top)
-        print(f"queued the best {len(numbers)} trials of study {args.warm_start!r} "
-              f"({', '.join(f'#{n}' for n in numbers)}) at a budget of {args.max_params:,} params", flush=True)
+    if picks:
+        queued = enqueue(study, warm_start, picks)
+        print(f"warm start from study {warm_start!r}: queued {', '.join(f'#{n}' for n in queued) or 'none'} at a "
+              f"budget of {args.max_params:,} params"
+              + (f" ({len(picks) - len(queued)} queued or run before)" if len(queued) < len(picks) else ""), flush=True)
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        if waiting > args.trials:
+            print(f"note: {waiting} queued trials and --trials {args.trials}: the rest run first in the next run "
+                  "or worker on this study", flush=True)
     if args.workers > 1:
         return _run_workers(args, study.study_name, url)
     if args.seed is not None and existing:
@@ -120,8 +129,9 @@ class Progress:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         infeasible = sum("infeasible" in t.user_attrs for t in study.get_trials(deepcopy=False))
         S = optuna.trial.TrialState
+        waiting = states.count(S.WAITING)
         return (f"completed {states.count(S.COMPLETE)}, pruned {states.count(S.PRUNED) - infeasible}, "
-                f"infeasible {infeasible}, failed {states.count(S.FAIL)}")
+                f"infeasible {infeasible}, failed {states.count(S.FAIL)}" + (f", queued {waiting}" if waiting else ""))
 
     def summary(self, study: optuna.Study, seconds: float) -> str:
         return f"finished {self.done} trials in {seconds / 60:.1f} min; {self.counts(study)}; {self.best(study)}"

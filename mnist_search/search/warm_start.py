@@ -14,19 +14,25 @@ from mnist_search.errors import UserError
 from mnist_search.search.study import score
 
 
-def enqueue_best_of(study: optuna.Study, source: optuna.Study, top: int) -> list[int]:
-    """Enqueue the ``top`` best completed trials of ``source`` into ``study``; their numbers.
-
-    Optuna skips a parameter set that this study already holds (in any state), so resuming a
-    warm-started study does not queue the same trials again.
-    """
-    if source.study_name == study.study_name:
-        raise UserError(f"--warm-start names this study ({study.study_name!r}); name the study to copy from")
+def best_of(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``top`` best completed trials of ``source``; a user error when it has none."""
     completed = source.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {source.study_name!r} has no completed trial to warm-start from")
-    best = sorted(completed, key=score, reverse=True)[:top]
-    for trial in best:
-        study.enqueue_trial(trial.params, user_attrs={"warm_start": f"{source.study_name}#{trial.number}"},
-                            skip_if_exists=True)
-    return [t.number for t in best]
+    return sorted(completed, key=score, reverse=True)[:top]
+
+
+def enqueue(study: optuna.Study, source_name: str, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """Queue ``trials`` (of study ``source_name``) as the next trials of ``study``; the numbers queued now.
+
+    A trial this study already holds, queued, run or retried, is not queued again, so resuming
+    a warm-started study repeats nothing.
+    """
+    labels = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
+    queued = []
+    for trial in trials:
+        label = f"{source_name}#{trial.number}"
+        if label not in labels:
+            study.enqueue_trial(trial.params, user_attrs={"warm_start": label})
+            queued.append(trial.number)
+    return queued

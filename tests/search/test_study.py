@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -197,7 +198,7 @@ def test_resuming_with_the_same_seed_samples_new_points(tiny_mnist, tmp_path):
 
 def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'confirm.db'}"
-    assert cli("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    assert cli("run", "--trials", "3", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert_user_error(cli("confirm", "--storage", url, "--artifacts", str(blocker / "weights"),
@@ -234,13 +235,16 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert "## Confirmed on the test set" in index
     assert (f"| #{best.number} | {best.user_attrs['params']:,} | 2 | "
             f"{confirmation['final_mean']:.2f} ± {confirmation['final_std']:.2f} |") in index
-    # Without --trial: the top trials by validation score.
+    # Without --trial: the top trials by validation score, best first.
     top = cli("confirm", "--top", "2", "--seeds", "1", "--last-k", "1", "--storage", url, "--data-dir", str(tiny_mnist),
               "--val-size", "100")
     assert top.returncode == 0, top.stderr
     study = optuna.load_study(study_name="mnist-search", storage=url)
-    completed = [t.number for t in study.trials if t.state.name == "COMPLETE"]
-    assert sorted(k for k in study.user_attrs if k.startswith("confirm:")) == [f"confirm:{n}" for n in completed]
+    ranked = [t.number for t in sorted((t for t in study.trials if t.state.name == "COMPLETE"),
+                                       key=lambda t: t.value, reverse=True)]
+    assert re.findall(r"confirming trial #(\d+)", top.stdout) == [str(n) for n in ranked[:2]]
+    assert sorted(k for k in study.user_attrs if k.startswith("confirm:")) == sorted(f"confirm:{n}" for n in ranked[:2])
+    assert cli("confirm", "--top", "1", "--trial", "0", "--storage", url).returncode == 2  # one or the other
 
 
 def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
@@ -271,13 +275,21 @@ def test_warm_start_narrows_another_studys_best_trials_to_a_smaller_budget(tiny_
     assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "nope", *data), "no study named 'nope'")
     assert optuna.study.get_all_study_names(url) == ["wide"]  # the typo created no study
 
-    for _ in range(2):  # resuming queues nothing twice
-        result = cli("run", "--trials", "1", "--study-name", "narrow", "--max-params", "2000",
-                     "--warm-start", "wide", "--warm-start-top", "2", *data)
-        assert result.returncode == 0, result.stderr
-        assert "queued the best 2 trials of study 'wide'" in result.stdout
+    optuna.create_study(storage=url, study_name="empty")
+    assert_user_error(cli("run", "--study-name", "fresh", "--warm-start", "empty", *data), "no completed trial")
+    assert sorted(optuna.study.get_all_study_names(url)) == ["empty", "wide"]  # nor did an empty source
+
     wide = optuna.load_study(study_name="wide", storage=url)
     best = sorted((t for t in wide.trials if t.state.name == "COMPLETE"), key=lambda t: t.value, reverse=True)[:2]
+    args = ("--trials", "1", "--study-name", "narrow", "--max-params", "2000", "--warm-start", "wide",
+            "--warm-start-top", "2", *data)
+    first = cli("run", *args)
+    assert first.returncode == 0, first.stderr
+    assert f"queued #{best[0].number}, #{best[1].number} at a budget of 2,000 params" in first.stdout
+    assert "note: 2 queued trials and --trials 1" in first.stdout and ", queued 1;" in first.stdout
+    again = cli("run", *args)  # resuming queues nothing twice: it runs the one still queued
+    assert again.returncode == 0, again.stderr
+    assert "queued none at a budget of 2,000 params (2 queued or run before)" in again.stdout
     narrow = optuna.load_study(study_name="narrow", storage=url).trials
     assert len(narrow) == 2 and all(t.state.name != "WAITING" for t in narrow)
     for copied, original in zip(narrow, best):
@@ -288,5 +300,6 @@ def test_warm_start_narrows_another_studys_best_trials_to_a_smaller_budget(tiny_
         ops = [[layer["op"] for layer in t.user_attrs["spec"]["layers"]] for t in (copied, original)]
         assert ops[0] == ops[1]
     assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "narrow", *data), "names this study")
+    assert cli("worker", "--study-name", "narrow", "--warm-start", "wide", *data).returncode == 2  # `run` only
     assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "wide", "--warm-start-top", "0", *data),
                       "--warm-start-top must be at least 1")
