@@ -1,0 +1,106 @@
+"""Net: the best network of mnist-search study 'budget-2k'
+
+Exported by mnist-search from study 'budget-2k' trial #0 (sqlite:///results/search-cpu/study.db).
+
+Parameters: 1,546
+Receptive field: 32
+Score (mean validation accuracy of the last epochs): 98.146%
+Minimum validation accuracy over those epochs: 98.08%
+Validation accuracy per epoch: 94.92, 95.88, 96.91, 96.04, 97.62, 97.58, 97.92, 97.79, 97.87, 97.90, 98.10, 98.23, 98.08, 98.20, 98.12
+Confirmed on the MNIST test set (3 seeds, trained on all 60,000 training images):
+  final test accuracy 98.31 +- 0.10%; last 5 epochs 98.26 +- 0.11%, minimum 98.08%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 95.54, 97.28, 96.91, 97.63, 97.95, 97.87, 98.10, 97.96, 98.22, 98.20, 98.08, 98.22, 98.13, 98.19, 98.19
+  seed 1: 96.17, 96.88, 97.59, 97.38, 97.70, 97.67, 97.92, 97.91, 98.26, 98.20, 98.25, 98.40, 98.38, 98.46, 98.43
+  seed 2: 95.29, 96.72, 97.21, 97.34, 97.42, 97.65, 97.97, 98.19, 98.17, 97.97, 98.11, 98.18, 98.29, 98.30, 98.30
+Weights (load_weights): confirmation seed 2, the median of 3 completed seeds, trained on all 60,000 training images; its final test accuracy is 98.30%.
+Training recipe (mnist_search TrainConfig):
+{
+    "epochs": 15,
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "lr": 0.007645840850025375,
+    "momentum": 0.9,
+    "nesterov": false,
+    "weight_decay": 1.6675793023471874e-05,
+    "scheduler": "cosine",
+    "step_size": 6,
+    "gamma": 0.1,
+    "pct_start": 0.3,
+    "div_factor": 25.0,
+    "final_div_factor": 10000.0,
+    "rotation": 14.195401089446532,
+    "translate": 0.03497600607238853,
+    "scale_min": 1.0,
+    "scale_max": 1.0,
+    "label_smoothing": 0.0620951074143088,
+    "seed": 0
+}
+
+Architecture (mnist_search ArchSpec):
+{"layers": [{"op": "conv", "out": 5, "k": 3, "pad": 1, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 7, "k": 3, "pad": 1, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 4, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 9, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 4, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 9, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
+"""
+
+import json
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    """Conv, then BatchNorm/ReLU in the given order, then dropout."""
+
+    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0):
+        super().__init__()
+        self.order = tuple(order)
+        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(cout) if "bn" in self.order else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        for op in self.order:
+            x = self.bn(x) if op == "bn" else torch.relu(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class Net(nn.Module):
+    """1,546 parameters, receptive field 32; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            ConvBlock(1, 5, 3, pad=1, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 0: -> 5x28x28, RF 3, 55 params
+            ConvBlock(5, 7, 3, pad=1, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 1: -> 7x28x28, RF 5, 329 params
+            nn.MaxPool2d(2),  # 2: -> 7x14x14, RF 6, 0 params
+            ConvBlock(7, 4, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 3: -> 4x14x14, RF 6, 36 params
+            ConvBlock(4, 9, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 4: -> 9x12x12, RF 10, 342 params
+            ConvBlock(9, 4, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 5: -> 4x10x10, RF 14, 332 params
+            ConvBlock(4, 9, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 6: -> 9x8x8, RF 18, 342 params
+            nn.AdaptiveAvgPool2d(1),  # 7: -> 9x1x1, RF 32, 0 params
+            ConvBlock(9, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 8: -> 10x1x1, RF 32, 110 params
+        )
+
+    def forward(self, x):
+        return self.blocks(x).flatten(1)  # N x 10 logits
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+
+
+def load_weights(path, model=None):
+    """Load safetensors weights into ``model`` (a new Net by default) without unpickling anything."""
+    model = model if model is not None else Net()
+    with open(path, "rb") as f:
+        blob = f.read()
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    header.pop("__metadata__", None)
+    start = 8 + header_len
+    state = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(blob[start + begin : start + end])
+        tensor = torch.frombuffer(raw, dtype=_DTYPES[info["dtype"]]) if raw else torch.empty(0, dtype=_DTYPES[info["dtype"]])
+        state[name] = tensor.reshape(info["shape"])
+    model.load_state_dict(state)
+    return model.eval()

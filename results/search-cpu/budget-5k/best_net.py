@@ -1,0 +1,102 @@
+"""Net: the best network of mnist-search study 'budget-5k'
+
+Exported by mnist-search from study 'budget-5k' trial #0 (sqlite:///results/search-cpu/study.db).
+
+Parameters: 4,565
+Receptive field: 32
+Score (mean validation accuracy of the last epochs): 99.214%
+Minimum validation accuracy over those epochs: 99.16%
+Validation accuracy per epoch: 96.81, 98.17, 98.75, 98.69, 98.96, 98.60, 98.87, 99.13, 99.11, 98.97, 99.16, 99.21, 99.25, 99.22, 99.23
+Not confirmed on the test set yet (run `mnist-search confirm`).
+Weights (load_weights): the search trial's own, trained on the training split; final validation accuracy 99.23%.
+Training recipe (mnist_search TrainConfig):
+{
+    "epochs": 15,
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "lr": 0.007645840850025375,
+    "momentum": 0.9,
+    "nesterov": false,
+    "weight_decay": 1.6675793023471874e-05,
+    "scheduler": "cosine",
+    "step_size": 6,
+    "gamma": 0.1,
+    "pct_start": 0.3,
+    "div_factor": 25.0,
+    "final_div_factor": 10000.0,
+    "rotation": 14.195401089446532,
+    "translate": 0.03497600607238853,
+    "scale_min": 1.0,
+    "scale_max": 1.0,
+    "label_smoothing": 0.0620951074143088,
+    "seed": 0
+}
+
+Architecture (mnist_search ArchSpec):
+{"layers": [{"op": "conv", "out": 9, "k": 3, "pad": 1, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 13, "k": 3, "pad": 1, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 7, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 16, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 7, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "conv", "out": 16, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.026352208482513236, "dilation": 1, "groups": 1}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
+"""
+
+import json
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    """Conv, then BatchNorm/ReLU in the given order, then dropout."""
+
+    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0):
+        super().__init__()
+        self.order = tuple(order)
+        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(cout) if "bn" in self.order else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        for op in self.order:
+            x = self.bn(x) if op == "bn" else torch.relu(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class Net(nn.Module):
+    """4,565 parameters, receptive field 32; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            ConvBlock(1, 9, 3, pad=1, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 0: -> 9x28x28, RF 3, 99 params
+            ConvBlock(9, 13, 3, pad=1, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 1: -> 13x28x28, RF 5, 1079 params
+            nn.MaxPool2d(2),  # 2: -> 13x14x14, RF 6, 0 params
+            ConvBlock(13, 7, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 3: -> 7x14x14, RF 6, 105 params
+            ConvBlock(7, 16, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 4: -> 16x12x12, RF 10, 1040 params
+            ConvBlock(16, 7, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 5: -> 7x10x10, RF 14, 1022 params
+            ConvBlock(7, 16, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.026352208482513236),  # 6: -> 16x8x8, RF 18, 1040 params
+            nn.AdaptiveAvgPool2d(1),  # 7: -> 16x1x1, RF 32, 0 params
+            ConvBlock(16, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 8: -> 10x1x1, RF 32, 180 params
+        )
+
+    def forward(self, x):
+        return self.blocks(x).flatten(1)  # N x 10 logits
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+
+
+def load_weights(path, model=None):
+    """Load safetensors weights into ``model`` (a new Net by default) without unpickling anything."""
+    model = model if model is not None else Net()
+    with open(path, "rb") as f:
+        blob = f.read()
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    header.pop("__metadata__", None)
+    start = 8 + header_len
+    state = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(blob[start + begin : start + end])
+        tensor = torch.frombuffer(raw, dtype=_DTYPES[info["dtype"]]) if raw else torch.empty(0, dtype=_DTYPES[info["dtype"]])
+        state[name] = tensor.reshape(info["shape"])
+    model.load_state_dict(state)
+    return model.eval()
