@@ -7,8 +7,12 @@ Receptive field: 32
 Score (mean validation accuracy of the last epochs): 99.214%
 Minimum validation accuracy over those epochs: 99.16%
 Validation accuracy per epoch: 96.81, 98.17, 98.75, 98.69, 98.96, 98.60, 98.87, 99.13, 99.11, 98.97, 99.16, 99.21, 99.25, 99.22, 99.23
-Not confirmed on the test set yet (run `mnist-search confirm`).
-Weights (load_weights): the search trial's own, trained on the training split; final validation accuracy 99.23%.
+Confirmed on the MNIST test set (3 seeds, trained on all 60,000 training images):
+  final test accuracy 99.28 +- 0.03%; last 5 epochs 99.25 +- 0.04%, minimum 99.16%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 97.57, 98.24, 98.54, 98.81, 99.08, 99.13, 99.09, 99.26, 99.30, 99.15, 99.16, 99.27, 99.27, 99.29, 99.30
+  seed 1: 97.13, 98.19, 98.70, 98.90, 98.75, 99.06, 98.98, 99.12, 99.11, 99.17, 99.23, 99.21, 99.23, 99.26, 99.24
+  seed 2: 98.43, 98.50, 98.83, 99.01, 99.09, 99.08, 98.94, 99.11, 99.12, 99.18, 99.27, 99.21, 99.26, 99.28, 99.30
+Weights (load_weights): confirmation seed 0, the median of 3 completed seeds, trained on all 60,000 training images; its final test accuracy is 99.30%.
 Training recipe (mnist_search TrainConfig):
 {
     "epochs": 15,
