@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout must be a positive number of minutes, got {args.timeout}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     warm_start = getattr(args, "warm_start", None)  # `run` only: workers take what `run` queued
     if warm_start is not None:
         if args.warm_start_top < 1:
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--heartbeat-grace must be at least 4 seconds, got {args.heartbeat_grace}")
     storage = open_storage(url, heartbeat_grace=args.heartbeat_grace)
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before touching the study: bad data writes nothing
-    parallel = args.workers > 1 or args.verb == "worker"  # other workers may share the study
+    parallel = args.workers > 1 or args.jobs > 1 or args.verb == "worker"  # trials may run side by side
     # The study to copy from is checked first, so a typo creates no empty study.
     picks = best_of(open_study(storage, warm_start, None, None, create=False), args.warm_start_top) if warm_start else []
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
@@ -78,14 +81,14 @@ def run(args: argparse.Namespace) -> int:
                           seed=args.seed if args.seed is not None else 0,  # training seed; the sampler's may be random
                           compile_choice=args.compile, pareto=pareto)
     print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
-          f"on {device} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
+          f"on {device}{f' ({args.jobs} at a time)' if args.jobs > 1 else ''} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
           f"pruner {args.pruner}); weights in {artifact_dir}")
     progress = Progress(args.trials, existing)
     started = time.perf_counter()
     # Optuna checks the timeout between trials, so a running trial is never cut short.
     timeout_s = args.timeout * 60 if args.timeout is not None else None
     study.optimize(objective, n_trials=args.trials, timeout=timeout_s, callbacks=[progress],
-                   catch=(TrainingDiverged,), gc_after_trial=False)
+                   catch=(TrainingDiverged,), gc_after_trial=False, n_jobs=args.jobs)
     print(progress.summary(study, time.perf_counter() - started))
     if args.verb == "run":  # `run --workers K` prints it once, after its workers
         print(next_step(args, url, study.study_name))
@@ -103,8 +106,13 @@ class Progress:
 
     def __init__(self, total: int, already: int) -> None:
         self.total, self.already, self.done = total, already, 0
+        self._lock = threading.Lock()  # with --jobs, trials finish in several threads
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self._lock:
+            self._report(study, trial)
+
+    def _report(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done += 1
         params = trial.user_attrs.get("params")
         outcome = {
@@ -143,7 +151,7 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     # The URL goes to the children in the environment, not argv: `ps` shows argv (and passwords) to every user.
     env = {**os.environ, STORAGE_ENV: url}
     passed = ["--study-name", study_name, "--max-params", str(args.max_params),
-              "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--sampler", args.sampler,
+              "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--jobs", str(args.jobs), "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
               "--val-size", str(args.val_size), "--objective", args.objective, "--heartbeat-grace", str(args.heartbeat_grace)]
     for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir), ("--timeout", args.timeout)):

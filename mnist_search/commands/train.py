@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = _prepare_out_dir(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     data = load_mnist(args.data_dir, val_size=args.val_size)
     train, evaluate_on = splits_for(data, args.eval)
-    compile_model = should_compile(args.compile, config, len(train))
+    compile_model = should_compile(args.compile, config, len(train), str(device))
 
     print(
         f"training {name} ({analysis.params:,} params, RF {analysis.receptive_field}) on {device} "

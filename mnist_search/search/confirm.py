@@ -33,7 +33,7 @@ def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MN
         model = build_seeded(spec, seed)
         result = fit(model, config, train, data.test, device=device,
                      on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
-                     compile_model=should_compile(compile_choice, config, len(train)))
+                     compile_model=should_compile(compile_choice, config, len(train), device))
         weights = store_weights(model, artifact_dir, study, f"confirm-{trial.number}-seed{seed}")
         runs.append({"seed": seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
                      "weights_artifact": weights})

@@ -76,7 +76,7 @@ class Objective:
 
         model = build_seeded(spec, config.seed)
         result = fit(model, config, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
-                     compile_model=should_compile(self.compile_choice, config, len(self.data.train)))
+                     compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device))
         trial.set_user_attr("seconds", time.perf_counter() - started)
         if result.status != "completed":
             trial.set_user_attr("status", result.status)

@@ -2,8 +2,9 @@
 
 Speed comes from removing work, not from cleverness: images are normalised once and kept
 on the training device, an epoch is a random permutation of indices, augmentation is one
-batched affine warp, and loss/accuracy are summed on the device and read once per epoch
-(plus one cheap divergence check every ``DIVERGENCE_CHECK_EVERY`` steps).
+batched affine warp, the LR schedule is precomputed, and loss/accuracy are summed on the
+device and read once per epoch (plus one cheap divergence check every
+``DIVERGENCE_CHECK_EVERY`` steps). On CUDA the step is a replayed CUDA graph (graphs.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from mnist_search.errors import ConfigError
 from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD, Split
-from mnist_search.trainer.schedules import make_optimizer, make_scheduler
+from mnist_search.trainer.graphs import capture_train_step
+from mnist_search.trainer.schedules import lr_per_step, make_optimizer
 
 EVAL_BATCH = 500
 DIVERGENCE_CHECK_EVERY = 50
@@ -71,28 +73,56 @@ def fit(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     compile_model: bool = False,
+    cuda_graph: bool | None = None,
+    channels_last: bool | None = None,
+    bf16: bool = False,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs, evaluating on ``evaluate_on`` after each.
 
     ``on_epoch(epoch, metrics)`` runs after every epoch's evaluation (epochs count from 1)
     and may raise to stop training (the search raises optuna.TrialPruned); ``on_batch(step,
     steps_per_epoch)`` runs after every batch, for progress bars.
+
+    On CUDA the training step is captured in a CUDA graph (``cuda_graph``, default: on for
+    CUDA) and all work runs on a stream of its own, so trials trained from several threads
+    share the GPU. ``channels_last`` (default: only for compiled CPU training) and ``bf16``
+    autocast are there to be measured (bench/search_gpu.py).
     """
     device = device if isinstance(device, torch.device) else resolve_device(device)
+    use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+    if use_graph and device.type != "cuda":
+        raise ConfigError("CUDA graphs need a CUDA device; train on the CPU without them")
+    if channels_last is None:
+        # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md);
+        # eager oneDNN training is faster contiguous.
+        channels_last = compile_model and device.type == "cpu"
+    if device.type != "cuda":
+        return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
+                    channels_last, bf16)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        result = _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
+                      channels_last, bf16)
+    stream.synchronize()  # callers read the weights on their own stream
+    return result
+
+
+def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph, channels_last,
+         bf16) -> FitResult:
     model.to(device)
     train_x, train_y = to_device(train, device)
     eval_x, eval_y = to_device(evaluate_on, device)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    order_generator = torch.Generator(device=device).manual_seed(config.seed)
+    augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
 
-    # A compiled step recompiles for every new batch shape, so compiled training drops the
-    # ragged last batch of each epoch (at most batch_size - 1 random images per epoch).
-    drop_last = compile_model
+    # A compiled step recompiles for every new batch shape and a graph has one fixed shape,
+    # so both drop the ragged last batch of each epoch (at most batch_size - 1 random images).
+    drop_last = compile_model or use_graph
     steps_per_epoch = len(train) // config.batch_size if drop_last else math.ceil(len(train) / config.batch_size)
     if steps_per_epoch == 0:
         raise ConfigError(f"batch size {config.batch_size} is larger than the {len(train)} training images")
-    # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md); eager
-    # oneDNN training is faster contiguous, and on CUDA it is unmeasured, so both stay contiguous.
-    memory_format = torch.channels_last if compile_model and device.type == "cpu" else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     if compile_model:
         # Dynamo keys its compiled graphs on SpecNet.forward's code, shared by every
@@ -101,47 +131,58 @@ def fit(
         # compiles a new network, so the previous fits' graphs are dropped first.
         torch.compiler.reset()
     step_model = torch.compile(model) if compile_model else model
-    optimizer = make_optimizer(model.parameters(), config)
-    scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
+    optimizer = make_optimizer(model.parameters(), config, lr_on_device=device if use_graph else None)
+    lrs = lr_per_step(config, steps_per_epoch)
+    loss_sum = torch.zeros((), device=device)
+    window_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def train_step(index: torch.Tensor) -> None:
+        """One batch, on the device only: no host synchronisation, so it can be graph-captured."""
+        images, labels = train_x[index], train_y[index]
+        if config.augments:
+            images = random_affine(
+                images, augment_generator, config.rotation, config.translate, (config.scale_min, config.scale_max),
+                fill=BLACK,
+            )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            logits = step_model(images.contiguous(memory_format=memory_format))
+            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batch_loss = loss.detach().float() * len(labels)
+        loss_sum.add_(batch_loss)
+        window_loss.add_(batch_loss)
+        correct.add_((logits.detach().argmax(1) == labels).sum())
+
+    run_step = train_step
+    if use_graph:
+        run_step = capture_train_step(train_step, config.batch_size, model, optimizer, augment_generator,
+                                      (loss_sum, window_loss, correct))
+    set_lr = _lr_setter(optimizer)
 
     result = FitResult()
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        first_step = (epoch - 1) * steps_per_epoch
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        window_loss = torch.zeros((), device=device)
+        loss_sum.zero_()
+        correct.zero_()
+        window_loss.zero_()
         seen = 0
-        order = torch.randperm(len(train), device=device, generator=generator)
+        order = torch.randperm(len(train), device=device, generator=order_generator)
         for step in range(steps_per_epoch):
+            set_lr(lrs[first_step + step])
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            images, labels = train_x[index], train_y[index]
-            if config.augments:
-                images = random_affine(
-                    images, generator, config.rotation, config.translate,
-                    (config.scale_min, config.scale_max), fill=BLACK,
-                )
-            logits = step_model(images.contiguous(memory_format=memory_format))
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if per_batch:
-                scheduler.step()
-            batch_loss = loss.detach() * len(labels)
-            loss_sum += batch_loss
-            window_loss += batch_loss
-            correct += (logits.detach().argmax(1) == labels).sum()
-            seen += len(labels)
+            run_step(index)
+            seen += len(index)
             if (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
                 if _diverged(window_loss.item() / (DIVERGENCE_CHECK_EVERY * config.batch_size)):
                     return _stop_diverged(result, epoch, step + 1)
                 window_loss.zero_()
             if on_batch is not None:
                 on_batch(step + 1, steps_per_epoch)
-        if scheduler is not None and not per_batch:
-            scheduler.step()
         train_loss = loss_sum.item() / seen
         if _diverged(train_loss):
             return _stop_diverged(result, epoch, steps_per_epoch)
@@ -152,13 +193,25 @@ def fit(
             "train_acc": 100.0 * correct.item() / seen,
             "eval_loss": eval_loss,
             "eval_acc": eval_acc,
-            "lr": lr,
+            "lr": lrs[first_step],
             "seconds": time.perf_counter() - started,
         }
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
     return result
+
+
+def _lr_setter(optimizer: torch.optim.Optimizer) -> Callable[[float], None]:
+    """Writes the step's LR: in place into a device tensor (what a CUDA graph reads), else as a number."""
+    group = optimizer.param_groups[0]
+    if torch.is_tensor(group["lr"]):
+        return group["lr"].fill_
+
+    def set_number(lr: float) -> None:
+        group["lr"] = lr
+
+    return set_number
 
 
 @torch.no_grad()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from mnist_search.errors import ConfigError
@@ -14,10 +16,14 @@ EVAL_CHOICES = ("val", "test")
 COMPILE_MIN_STEPS = 2000
 
 
+_GLOBAL_RNG = threading.Lock()  # `run --jobs K` builds networks from several threads
+
+
 def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:
     """Build ``spec`` with weights initialised from ``seed`` (so seeded runs are reproducible)."""
-    torch.manual_seed(seed)
-    return build(spec)
+    with _GLOBAL_RNG:  # seeding and drawing the weights must not interleave with another thread's
+        torch.manual_seed(seed)
+        return build(spec)
 
 
 def splits_for(data: MNISTData, evaluate_on: str) -> tuple[Split, Split]:
@@ -30,8 +36,12 @@ def splits_for(data: MNISTData, evaluate_on: str) -> tuple[Split, Split]:
     raise ConfigError(f"unknown evaluation split {evaluate_on!r}; choose {' or '.join(EVAL_CHOICES)}")
 
 
-def should_compile(choice: str, config: TrainConfig, train_images: int) -> bool:
-    """'auto' compiles when the run is long enough to repay the compile; 'on'/'off' force it."""
+def should_compile(choice: str, config: TrainConfig, train_images: int, device: str = "cpu") -> bool:
+    """'auto' compiles CPU runs long enough to repay the compile; 'on'/'off' force it.
+
+    On CUDA 'auto' never compiles: the step is replayed from a CUDA graph instead, and a
+    compile (tens of seconds per architecture) would cost more than a whole GPU trial.
+    """
     if choice == "auto":
-        return config.epochs * (train_images // config.batch_size) >= COMPILE_MIN_STEPS
+        return not str(device).startswith("cuda") and config.epochs * (train_images // config.batch_size) >= COMPILE_MIN_STEPS
     return choice == "on"

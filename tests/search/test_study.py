@@ -177,6 +177,19 @@ def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     assert "database is locked" not in result.stderr
 
 
+def test_jobs_train_several_trials_at_once_in_one_process(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    result = cli("run", "--trials", "4", "--jobs", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert result.returncode == 0, result.stderr
+    assert "(2 at a time)" in result.stdout
+    # One progress line per trial, numbered 1..4 once each, though two threads report them.
+    counted = sorted(int(n) for n in re.findall(r"^trial (\d)/4 ", result.stdout, flags=re.M))
+    assert counted == [1, 2, 3, 4]
+    assert sorted(t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials) == [0, 1, 2, 3]
+    assert_user_error(cli("run", "--jobs", "0", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH),
+                      "--jobs must be at least 1")
+
+
 def test_timeout_stops_starting_trials_in_every_worker(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'timeout.db'}"
     # A timeout shorter than one trial: each worker finishes the trial it started, then stops.

@@ -5,11 +5,18 @@ import torch
 
 from mnist_search.errors import ConfigError
 from mnist_search.trainer.config import TrainConfig
-from mnist_search.trainer.schedules import make_optimizer, make_scheduler
+from mnist_search.trainer.schedules import lr_per_step, make_optimizer, make_scheduler
 
 
 def trajectory(config: TrainConfig, steps_per_epoch: int) -> list[list[float]]:
-    """The LR used by every batch, epoch by epoch, stepping the scheduler as fit() does."""
+    """The LR fit() uses for every batch, epoch by epoch."""
+    lrs = lr_per_step(config, steps_per_epoch)
+    assert len(lrs) == config.epochs * steps_per_epoch
+    return [lrs[e * steps_per_epoch : (e + 1) * steps_per_epoch] for e in range(config.epochs)]
+
+
+def live_trajectory(config: TrainConfig, steps_per_epoch: int) -> list[list[float]]:
+    """The LR of every batch when the scheduler is stepped during training (the classic way)."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = make_optimizer([param], config)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
@@ -60,6 +67,25 @@ def test_cosine_anneals_per_batch_to_zero():
     lrs = [lr for epoch in trajectory(TrainConfig(epochs=4, lr=0.1, scheduler="cosine"), 5) for lr in epoch]
     total = 20
     assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * t / total)) for t in range(total)], abs=1e-9)
+
+
+@pytest.mark.parametrize("scheduler", ["none", "step", "onecycle", "cosine"])
+def test_the_precomputed_schedule_is_what_stepping_the_scheduler_gives(scheduler):
+    config = TrainConfig(epochs=5, lr=0.08, scheduler=scheduler, step_size=2, gamma=0.3)
+    flat = lambda epochs: [lr for epoch in epochs for lr in epoch]
+    assert flat(trajectory(config, 7)) == pytest.approx(flat(live_trajectory(config, 7)), rel=1e-12)
+
+
+def test_onecycle_keeps_the_configured_momentum():
+    """PyTorch's OneCycleLR would cycle momentum 0.85-0.95 and silently ignore the recipe's."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    config = TrainConfig(epochs=2, lr=0.1, momentum=0.7, scheduler="onecycle")
+    optimizer = make_optimizer([param], config)
+    scheduler, _ = make_scheduler(optimizer, config, 5)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["momentum"] == 0.7
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
