@@ -8,7 +8,7 @@ Parts (``--parts``, comma-separated, default all but ``search``):
   single      (a) one 15-epoch seed001-exp5 training with its recipe (60k images, test set
               scored every epoch, as the seeds did): wall time per variant
               (eager steps, CUDA graph, +cudnn.benchmark, +channels_last, +bf16, larger batches)
-  concurrent  (b) model-epochs per second with 1, 2, 4, 8 trainings at once (threads, one
+  concurrent  (b) model-epochs per second with 1, 2, 4, 8, 16 trainings at once (threads, one
               CUDA stream and graph each, as `run --jobs K` does)
   search      (c) wall time of `mnist-search run --trials 200 --pruner none --jobs J`
               on real MNIST (15 epochs), the study written to --study-dir
@@ -22,6 +22,7 @@ Prints one table per part; the last line of each part is its headline figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -147,27 +148,54 @@ def timed_fit(data, config, **options) -> tuple[float, list[dict]]:
     return time.perf_counter() - started, result.history
 
 
+@contextlib.contextmanager
+def cudnn_benchmark():
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def native_batch_norm():
+    """BatchNorm through PyTorch's own CUDA kernels instead of cuDNN's (convolutions stay on cuDNN)."""
+    batchnorm = torch.nn.modules.batchnorm
+    original = batchnorm.F.batch_norm
+
+    def without_cudnn(*args, **kwargs):
+        with torch.backends.cudnn.flags(enabled=False):
+            return original(*args, **kwargs)
+
+    batchnorm.F.batch_norm = without_cudnn
+    try:
+        yield
+    finally:
+        batchnorm.F.batch_norm = original
+
+
 def part_single(data) -> None:
     base = recipe()
+    plain = contextlib.nullcontext
     variants = [
-        ("eager steps", base, {"cuda_graph": False}, False),
-        ("CUDA graph", base, {}, False),
-        ("CUDA graph + cudnn.benchmark", base, {}, True),
-        ("CUDA graph + channels_last", base, {"channels_last": True}, False),
-        ("CUDA graph + bf16 autocast", base, {"bf16": True}, False),
-        ("CUDA graph, batch x2, LR x2", base.replace(batch_size=base.batch_size * 2, lr=base.lr * 2), {}, False),
-        ("CUDA graph, batch x4, LR x4", base.replace(batch_size=base.batch_size * 4, lr=base.lr * 4), {}, False),
+        ("eager steps", base, {"cuda_graph": False}, plain),
+        ("CUDA graph", base, {}, plain),
+        ("CUDA graph + cudnn.benchmark", base, {}, cudnn_benchmark),
+        ("CUDA graph + native BatchNorm", base, {}, native_batch_norm),
+        ("CUDA graph + channels_last", base, {"channels_last": True}, plain),
+        ("CUDA graph + bf16 autocast", base, {"bf16": True}, plain),
+        ("CUDA graph, batch x2, LR x2", base.replace(batch_size=base.batch_size * 2, lr=base.lr * 2), {}, plain),
+        ("CUDA graph, batch x4, LR x4", base.replace(batch_size=base.batch_size * 4, lr=base.lr * 4), {}, plain),
     ]
     timed_fit(data, base.replace(epochs=1), cuda_graph=False)  # CUDA context, cuDNN handles
     print(f"\n== (a) one {base.epochs}-epoch {PRESET} training, 60k images, test set scored every epoch ==")
     print(f"{'variant':<34} {'wall s':>7} {'ms/epoch':>9} {'final test %':>13} {'best %':>7}")
-    for name, config, options, benchmark in variants:
-        torch.backends.cudnn.benchmark = benchmark
-        wall, history = timed_fit(data, config, **options)
+    for name, config, options, setting in variants:
+        with setting():
+            wall, history = timed_fit(data, config, **options)
         per_epoch = statistics.median(m["seconds"] for m in history) * 1e3
         print(f"{name:<34} {wall:>7.2f} {per_epoch:>9.1f} {history[-1]['eval_acc']:>13.2f} "
               f"{max(m['eval_acc'] for m in history):>7.2f}", flush=True)
-    torch.backends.cudnn.benchmark = False
 
 
 def part_concurrent(data, epochs: int, counts: list[int]) -> None:
@@ -220,7 +248,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--parts", default="floor,profile,single,concurrent")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per training in part concurrent")
-    parser.add_argument("--counts", default="1,2,4,8", help="trainings at once in part concurrent")
+    parser.add_argument("--counts", default="1,2,4,8,16", help="trainings at once in part concurrent")
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--pruner", default="none")

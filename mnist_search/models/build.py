@@ -9,6 +9,23 @@ from mnist_search.models.analysis import validate
 from mnist_search.models.spec import INPUT_SHAPE, ArchSpec, Conv, MaxPool
 
 
+class SeededDropout(nn.Dropout):
+    """``nn.Dropout`` that draws its masks from ``generator`` when the trainer sets one.
+
+    nn.Dropout draws from the process-wide default generator, which every thread shares: a
+    CUDA graph captured in one thread fails on another thread's draws from it (seen on the
+    H100 with `run --jobs 8`), and seeded runs would depend on what other threads drew.
+    """
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep * (1 / (1 - self.p))
+
+
 class ConvBlock(nn.Module):
     """Conv, then BatchNorm/ReLU in the spec's order, then dropout."""
 
@@ -25,7 +42,7 @@ class ConvBlock(nn.Module):
             bias=layer.bias,
         )
         self.bn = nn.BatchNorm2d(layer.out) if "bn" in layer.post else None
-        self.dropout = nn.Dropout(layer.dropout) if layer.dropout > 0 else None
+        self.dropout = SeededDropout(layer.dropout) if layer.dropout > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)

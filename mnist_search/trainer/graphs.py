@@ -9,6 +9,7 @@ loop overwrites), the metric accumulators, parameters, gradients and optimizer s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import torch
@@ -33,6 +34,16 @@ def capture_train_step(
     first step (SGD's first momentum is the gradient itself: 0 * m + g). ``generator``
     (the augmentation's) advances on every replay, so each batch gets new random warps.
     """
+    with _CAPTURE_LOCK:
+        return _capture(train_step, batch_size, model, optimizer, generator, accumulators)
+
+
+# One capture at a time per process: a capture registers the default CUDA generator, and two
+# captures overlapping in different threads would switch its capture state under each other.
+_CAPTURE_LOCK = threading.Lock()
+
+
+def _capture(train_step, batch_size, model, optimizer, generator, accumulators):
     device = next(model.parameters()).device
     saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
     static_index = torch.arange(batch_size, device=device)

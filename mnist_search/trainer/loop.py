@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_search.errors import ConfigError
+from mnist_search.models.build import SeededDropout
 from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD, Split
@@ -114,7 +115,11 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
     train_x, train_y = to_device(train, device)
     eval_x, eval_y = to_device(evaluate_on, device)
     order_generator = torch.Generator(device=device).manual_seed(config.seed)
+    # Augmentation and dropout draw from this run's own generator, never from the shared default one.
     augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    for module in model.modules():
+        if isinstance(module, SeededDropout):
+            module.generator = augment_generator
 
     # A compiled step recompiles for every new batch shape and a graph has one fixed shape,
     # so both drop the ragged last batch of each epoch (at most batch_size - 1 random images).

@@ -22,7 +22,9 @@ _GLOBAL_RNG = threading.Lock()  # `run --jobs K` builds networks from several th
 def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:
     """Build ``spec`` with weights initialised from ``seed`` (so seeded runs are reproducible)."""
     with _GLOBAL_RNG:  # seeding and drawing the weights must not interleave with another thread's
-        torch.manual_seed(seed)
+        # The CPU generator only: weights are drawn on the CPU, and reseeding the default CUDA
+        # generator from one thread while another captures a CUDA graph is not safe.
+        torch.default_generator.manual_seed(seed)
         return build(spec)
 
 

@@ -105,3 +105,31 @@ def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit
         for spec in (SMALL, other, SMALL):
             assert fit(build_seeded(spec, 0), config, data.train, data.val, device="cpu",
                        compile_model=True).status == "completed"
+
+
+def test_dropout_draws_from_the_runs_own_generator(data):
+    """Dropout masks come from the run's generator: the shared default one is left alone, and
+    seeded runs repeat exactly."""
+    spec = ArchSpec((Conv(6, dropout=0.2), MaxPool(2), Conv(8, dropout=0.2), MaxPool(2), Conv(10, k=1, post=()),
+                     GAP()))
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=5, seed=4)
+    first_model = build_seeded(spec, 4)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = fit(first_model, config, data.train, data.val, device="cpu").history
+    assert torch.equal(torch.rand(3), expected)  # training drew nothing from the default generator
+    second = fit(build_seeded(spec, 4), config, data.train, data.val, device="cpu").history
+    drop_time = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]
+    assert drop_time(first) == drop_time(second)
+    model = build_seeded(spec, 4)
+    dropout = model.blocks[0].dropout
+    dropout.generator = torch.Generator().manual_seed(0)
+    x = torch.ones(1000, 6, 4, 4)
+    masked = dropout(x)
+    assert set(masked.unique().tolist()) <= {0.0, 1 / 0.8}
+    assert 0.15 < (masked == 0).float().mean().item() < 0.25
+    dropout.generator = torch.Generator().manual_seed(0)
+    assert torch.equal(dropout(x), masked)  # the same generator state gives the same mask
+    model.eval()
+    assert torch.equal(model.blocks[0].dropout(x), x)
