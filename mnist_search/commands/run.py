@@ -22,6 +22,9 @@ from mnist_search.trainer import load_mnist, resolve_device
 
 # The narrowest network the space can build (one 4-wide conv per block and a 1x1 head) has ~300 parameters.
 MIN_BUDGET = 300
+# Each job trains on a CUDA stream of its own out of PyTorch's pool of 32; on the H100 the
+# throughput stopped growing at 8 (BENCHMARKS.md).
+MAX_JOBS = 16
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout must be a positive number of minutes, got {args.timeout}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise ConfigError(f"--jobs must be between 1 and {MAX_JOBS}, got {args.jobs}")
     warm_start = getattr(args, "warm_start", None)  # `run` only: workers take what `run` queued
     if warm_start is not None:
         if args.warm_start_top < 1:

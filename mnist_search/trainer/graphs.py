@@ -9,12 +9,14 @@ loop overwrites), the metric accumulators, parameters, gradients and optimizer s
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+POOL_STREAMS = 32  # streams per priority in PyTorch's CUDA stream pool
 WARMUP_STEPS = 3  # eager steps before capture: cuDNN/cuBLAS handles, optimizer state, autotuning
 
 
@@ -47,13 +49,9 @@ def _capture(train_step, batch_size, model, optimizer, generator, accumulators):
     device = next(model.parameters()).device
     saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
     static_index = torch.arange(batch_size, device=device)
-    # PyTorch's recipe: warm up on a side stream so that lazy initialisation stays out of the capture.
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(WARMUP_STEPS):
-            train_step(static_index)
-    torch.cuda.current_stream(device).wait_stream(side)
+    # Warm up on the run's own stream (never the default one; see own_stream), outside the capture.
+    for _ in range(WARMUP_STEPS):
+        train_step(static_index)
 
     graph = torch.cuda.CUDAGraph()
     graph.register_generator_state(generator)
@@ -79,3 +77,34 @@ def _capture(train_step, batch_size, model, optimizer, generator, accumulators):
         graph.replay()
 
     return replay
+
+
+_LIVE_STREAMS: set[int] = set()
+_STREAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def own_stream(device: torch.device) -> Iterator[torch.cuda.Stream]:
+    """A CUDA stream no other running training uses, current for the duration.
+
+    ``torch.cuda.Stream()`` hands out PyTorch's pool of 32 streams round-robin, so with several
+    trainings starting in threads two of them can get the same stream; another thread's work
+    then lands inside this one's graph capture (seen on the H100: "capturing stream has
+    unjoined work" in `run --jobs 8`). Streams still in use are skipped.
+    """
+    with _STREAMS_LOCK:
+        for _ in range(2 * POOL_STREAMS):
+            stream = torch.cuda.Stream(device)
+            if stream.cuda_stream not in _LIVE_STREAMS:
+                _LIVE_STREAMS.add(stream.cuda_stream)
+                break
+        else:
+            raise RuntimeError(f"all {POOL_STREAMS} pooled CUDA streams are in use; train fewer runs at once")
+    try:
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            yield stream
+        stream.synchronize()  # callers read the weights on their own stream
+    finally:
+        with _STREAMS_LOCK:
+            _LIVE_STREAMS.discard(stream.cuda_stream)

@@ -24,7 +24,7 @@ from mnist_search.models.build import SeededDropout
 from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD, Split
-from mnist_search.trainer.graphs import capture_train_step
+from mnist_search.trainer.graphs import capture_train_step, own_stream
 from mnist_search.trainer.schedules import lr_per_step, make_optimizer
 
 EVAL_BATCH = 500
@@ -100,13 +100,9 @@ def fit(
     if device.type != "cuda":
         return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
                     channels_last, bf16)
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        result = _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
-                      channels_last, bf16)
-    stream.synchronize()  # callers read the weights on their own stream
-    return result
+    with own_stream(device):
+        return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
+                    channels_last, bf16)
 
 
 def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph, channels_last,

@@ -187,7 +187,7 @@ def test_jobs_train_several_trials_at_once_in_one_process(tiny_mnist, tmp_path):
     assert counted == [1, 2, 3, 4]
     assert sorted(t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials) == [0, 1, 2, 3]
     assert_user_error(cli("run", "--jobs", "0", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH),
-                      "--jobs must be at least 1")
+                      "--jobs must be between 1 and 16")
 
 
 def test_timeout_stops_starting_trials_in_every_worker(tiny_mnist, tmp_path):
