@@ -18,6 +18,8 @@ from mnist_search.trainer import load_mnist, resolve_device
 def run(args: argparse.Namespace) -> int:
     if (not args.trial and args.top < 1) or args.seeds < 1:
         raise ConfigError("--top and --seeds must be at least 1")
+    if args.first_seed < 0:
+        raise ConfigError(f"--first-seed must be 0 or more, got {args.first_seed}")
     device = resolve_device(args.device)
     url = resolve_storage_url(args.storage)
     study = open_study(open_storage(url), args.study_name, None, None, create=False)
@@ -44,14 +46,15 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for trial in top:
         epochs = trial.user_attrs["config"]["epochs"]
-        print(f"confirming trial #{trial.number} ({trial.user_attrs['params']:,} params): {args.seeds} seeds x "
+        print(f"confirming trial #{trial.number} ({trial.user_attrs['params']:,} params): {args.seeds} seeds "
+              f"({args.first_seed}-{args.first_seed + args.seeds - 1}) x "
               f"{epochs} epochs on {len(data.full_train()):,} images, scored on the test set", flush=True)
 
         def progress(seed: int, epoch: int, metrics: dict) -> None:
             print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%", flush=True)
 
         result = confirm_trial(study, trial, data, args.seeds, args.last_k, args.target, str(device), artifact_dir,
-                               args.compile, on_epoch=progress)
+                               args.compile, on_epoch=progress, first_seed=args.first_seed)
         study.set_user_attr(CONFIRM_KEY.format(number=trial.number), result)
         rows.append([f"#{trial.number}", f"{trial.user_attrs['params']:,}",
                      f"{result['final_mean']:.2f} ± {result['final_std']:.2f}",

@@ -18,7 +18,7 @@ CONFIRM_KEY = "confirm:{number}"  # study user attribute holding a trial's confi
 
 def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MNISTData, seeds: int, last_k: int,
                   target: float, device: str, artifact_dir: Path, compile_choice: str = "auto",
-                  on_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
+                  on_epoch: Callable[[int, int, dict], None] | None = None, first_seed: int = 0) -> dict:
     """Per-seed test histories and their summary for ``trial``'s spec and recipe.
 
     Each seed's final weights go to the study's artifact store, so the accuracy stated for a
@@ -28,7 +28,7 @@ def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MN
     recipe = TrainConfig.from_dict(trial.user_attrs["config"])
     train = data.full_train()
     runs = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         config = recipe.replace(seed=seed)
         model = build_seeded(spec, seed)
         result = fit(model, config, train, data.test, device=device,

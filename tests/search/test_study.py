@@ -245,6 +245,16 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     report = cli("report", "--storage", url, "--output", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     index = (tmp_path / "report" / "index.md").read_text()
+    # Fresh seeds re-check a confirmed trial; the new confirmation replaces the stored one.
+    again = cli("confirm", "--trial", str(best.number), "--seeds", "1", "--first-seed", "5", "--last-k", "1",
+                "--storage", url, "--data-dir", str(tiny_mnist), "--val-size", "100", "--artifacts",
+                str(tmp_path / "fresh"))
+    assert again.returncode == 0, again.stderr
+    assert "1 seeds (5-5)" in again.stdout
+    rechecked = optuna.load_study(study_name="mnist-search", storage=url).user_attrs[f"confirm:{best.number}"]
+    assert [r["seed"] for r in rechecked["runs"]] == [5]
+    assert_user_error(cli("confirm", "--first-seed", "-1", "--storage", url, "--data-dir", str(tiny_mnist)),
+                      "--first-seed must be 0 or more")
     assert "## Confirmed on the test set" in index
     assert (f"| #{best.number} | {best.user_attrs['params']:,} | 2 | "
             f"{confirmation['final_mean']:.2f} ± {confirmation['final_std']:.2f} |") in index
