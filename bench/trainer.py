@@ -9,7 +9,8 @@ Same network (seed001-exp5), same augmentation (rotation +-7 degrees), batch 128
     seeds' loop (log_softmax + nll_loss, ``.item()`` per step for the progress bar).
 
 Prints images/s per side (median over rounds) and, last, ``speedup: X.XXx`` of the
-trainer's default mode (compiled on CUDA and CPU alike) over (b).
+trainer's compiled mode over (b). On CUDA both trainer rows replay a CUDA graph (the
+trainer's CUDA path; bench/search_gpu.py measures it).
 
     python bench/trainer.py [--steps 200] [--rounds 3] [--device auto] [--data-dir ../shared/data]
 """
