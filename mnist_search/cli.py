@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval", choices=("val", "test"), default="val",
                        help="val: train on 50k, score the held-out 10k (default); test: train on 60k, score the test set")
     train.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
-                       help="torch.compile the training step (auto: CPU runs of 2,000+ steps; CUDA replays a CUDA graph instead)")
+                       help="torch.compile the training step (auto: CPU runs of 2,000+ steps; "
+                            "CUDA replays a CUDA graph instead)")
     train.add_argument("--out", help="output directory (default runs/NAME-TIMESTAMP)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_data_dir(train)
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--seed", type=int, default=None, help="sampler seed (default: random)")
         search.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
         search.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
-                            help="torch.compile each trial's training step (auto: CPU trials of 2,000+ steps; CUDA replays a CUDA graph instead)")
+                            help="torch.compile each trial's training step (auto: CPU trials of 2,000+ "
+                                 "steps; CUDA replays a CUDA graph instead)")
         search.add_argument("--artifacts", help="directory for trial weights (default: beside the SQLite file)")
         search.add_argument("--heartbeat-grace", type=int, default=DEFAULT_HEARTBEAT_GRACE_S,
                             help="seconds without a heartbeat before a worker's trial is failed and retried "

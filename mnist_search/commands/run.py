@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
                           artifact_dir=artifact_dir, last_k=args.last_k,
                           seed=args.seed if args.seed is not None else 0,  # training seed; the sampler's may be random
                           compile_choice=args.compile, pareto=pareto)
+    at_once = f" ({args.jobs} at a time)" if args.jobs > 1 else ""
     print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
-          f"on {device}{f' ({args.jobs} at a time)' if args.jobs > 1 else ''} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
+          f"on {device}{at_once} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
           f"pruner {args.pruner}); weights in {artifact_dir}")
     progress = Progress(args.trials, existing)
     started = time.perf_counter()
@@ -154,7 +155,8 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     # The URL goes to the children in the environment, not argv: `ps` shows argv (and passwords) to every user.
     env = {**os.environ, STORAGE_ENV: url}
     passed = ["--study-name", study_name, "--max-params", str(args.max_params),
-              "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--jobs", str(args.jobs), "--sampler", args.sampler,
+              "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--jobs", str(args.jobs),
+              "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
               "--val-size", str(args.val_size), "--objective", args.objective, "--heartbeat-grace", str(args.heartbeat_grace)]
     for flag, value in (("--artifacts", args.artifacts), ("--data-dir", args.data_dir), ("--timeout", args.timeout)):

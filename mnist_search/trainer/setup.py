@@ -45,5 +45,6 @@ def should_compile(choice: str, config: TrainConfig, train_images: int, device: 
     compile (tens of seconds per architecture) would cost more than a whole GPU trial.
     """
     if choice == "auto":
-        return not str(device).startswith("cuda") and config.epochs * (train_images // config.batch_size) >= COMPILE_MIN_STEPS
+        steps = config.epochs * (train_images // config.batch_size)
+        return not str(device).startswith("cuda") and steps >= COMPILE_MIN_STEPS
     return choice == "on"
