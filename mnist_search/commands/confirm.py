@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
               f"{epochs} epochs on {len(data.full_train()):,} images, scored on the test set", flush=True)
 
         def progress(seed: int, epoch: int, metrics: dict) -> None:
-            print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%", flush=True)
+            raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
+            print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}", flush=True)
 
         result = confirm_trial(study, trial, data, args.seeds, args.last_k, args.target, str(device), artifact_dir,
                                args.compile, on_epoch=progress, first_seed=args.first_seed)

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
     recipe = TrainConfig.from_dict(preset.recipe) if preset else TrainConfig()
-    config = recipe.replace(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    config = recipe.replace(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                           ema_epochs=args.ema_epochs)
     device = resolve_device(args.device)
     out = _prepare_out_dir(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     data = load_mnist(args.data_dir, val_size=args.val_size)

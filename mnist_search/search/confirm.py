@@ -35,8 +35,11 @@ def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MN
                      on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
                      compile_model=should_compile(compile_choice, config, len(train), device))
         weights = store_weights(model, artifact_dir, study, f"confirm-{trial.number}-seed{seed}")
-        runs.append({"seed": seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
-                     "weights_artifact": weights})
+        run = {"seed": seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
+               "weights_artifact": weights}
+        if config.ema_epochs:
+            run["raw_test_acc"] = [m["raw_eval_acc"] for m in result.history]  # what the average changed
+        runs.append(run)
     return summarise(runs, last_k, target)
 
 

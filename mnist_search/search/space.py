@@ -132,6 +132,9 @@ def sample_config(trial: optuna.Trial, epochs: int, seed: int) -> TrainConfig:
     scheduler = trial.suggest_categorical("scheduler", ["step", "onecycle", "cosine"])
     step_size = trial.suggest_int("step_size", 3, 8) if scheduler == "step" else 6
     gamma = trial.suggest_float("gamma", 0.1, 0.5) if scheduler == "step" else 0.1
+    # An average of the weights over the last ~epoch smooths the epoch-to-epoch dips (trainer/averaging.py).
+    averaged = trial.suggest_categorical("ema", [False, True])
+    ema_epochs = trial.suggest_float("ema_epochs", 0.25, 2.0, log=True) if averaged else 0.0
     return TrainConfig(
         epochs=epochs, seed=seed, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
         weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
@@ -139,5 +142,5 @@ def sample_config(trial: optuna.Trial, epochs: int, seed: int) -> TrainConfig:
         batch_size=trial.suggest_categorical("batch_size", [64, 128, 256]),
         rotation=trial.suggest_float("rotation", 0.0, 15.0),
         translate=trial.suggest_float("translate", 0.0, 0.1),
-        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.1),
+        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.1), ema_epochs=ema_epochs,
     )

@@ -31,6 +31,7 @@ class TrainConfig:
     scale_min: float = 1.0  # augmentation: zoom factor, uniform in [scale_min, scale_max]
     scale_max: float = 1.0
     label_smoothing: float = 0.0
+    ema_epochs: float = 0.0  # evaluate and keep an average of the weights over this many epochs (0: off)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,6 +50,7 @@ class TrainConfig:
             (0 <= self.translate < 0.5, f"translate must be in [0, 0.5), got {self.translate}"),
             (0 < self.scale_min <= self.scale_max, f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.ema_epochs <= self.epochs, f"ema_epochs must be 0 (off) to {self.epochs} epochs, got {self.ema_epochs}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -23,6 +23,7 @@ from torch import nn
 from mnist_search.errors import ConfigError
 from mnist_search.models.build import SeededDropout
 from mnist_search.trainer.augment import random_affine
+from mnist_search.trainer.averaging import WeightAverage, decay_for
 from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD, Split
 from mnist_search.trainer.graphs import capture_train_step, own_stream
@@ -130,6 +131,7 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         # compiles a new network, so the previous fits' graphs are dropped first.
         torch.compiler.reset()
     step_model = torch.compile(model) if compile_model else model
+    average = WeightAverage(model, decay_for(config.ema_epochs, steps_per_epoch)) if config.ema_epochs else None
     optimizer = make_optimizer(model.parameters(), config, lr_on_device=device if use_graph else None)
     lrs = lr_per_step(config, steps_per_epoch)
     loss_sum = torch.zeros((), device=device)
@@ -150,6 +152,8 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update()
         batch_loss = loss.detach().float() * len(labels)
         loss_sum.add_(batch_loss)
         window_loss.add_(batch_loss)
@@ -159,6 +163,8 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
     if use_graph:
         run_step = capture_train_step(train_step, config.batch_size, model, optimizer, augment_generator,
                                       (loss_sum, window_loss, correct))
+        if average is not None:
+            average.restart()  # the capture's warm-up steps moved it; the weights were put back
     set_lr = _lr_setter(optimizer)
 
     result = FitResult()
@@ -185,7 +191,7 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         train_loss = loss_sum.item() / seen
         if _diverged(train_loss):
             return _stop_diverged(result, epoch, steps_per_epoch)
-        eval_loss, eval_acc = evaluate(model, eval_x, eval_y)
+        eval_loss, eval_acc = evaluate(average.model if average else model, eval_x, eval_y)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -195,9 +201,14 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
             "lr": lrs[first_step],
             "seconds": time.perf_counter() - started,
         }
+        if average is not None:
+            # The raw weights' accuracy too, so every averaged run measures what averaging changed.
+            metrics["raw_eval_acc"] = evaluate(model, eval_x, eval_y)[1]
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+    if average is not None:
+        average.copy_into_source()
     return result
 
 

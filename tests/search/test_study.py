@@ -90,7 +90,7 @@ def test_pruning_stops_a_hopeless_trial(tiny_mnist, tmp_path):
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     study = open_study(storage, "prune", optuna.samplers.RandomSampler(seed=0), pruner)
     good = {"optimizer": "sgd", "sgd_lr": 0.1, "momentum": 0.9, "scheduler": "cosine", "batch_size": 64,
-            "rotation": 0.0, "translate": 0.0, "label_smoothing": 0.0, "dropout": 0.0}
+            "rotation": 0.0, "translate": 0.0, "label_smoothing": 0.0, "dropout": 0.0, "ema": False}
     hopeless = {**good, "sgd_lr": 0.005, "momentum": 0.8, "batch_size": 256, "scheduler": "step",
                 "step_size": 3, "gamma": 0.1}
     for params in (good, good, hopeless):
