@@ -9,7 +9,7 @@ import optuna
 
 from mnist_search.commands.common import format_table
 from mnist_search.errors import ConfigError, UserError
-from mnist_search.search import open_study, score
+from mnist_search.search import open_study, ranked
 from mnist_search.search.confirm import CONFIRM_KEY, confirm_trial
 from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
         by_number = {t.number: t for t in completed}
         missing = [n for n in args.trial if n not in by_number]
         if missing:
-            best = sorted(completed, key=score, reverse=True)[:5]
+            best = ranked(completed, 5)
             raise UserError(f"trial #{missing[0]} is not a completed trial of study {study.study_name!r}; "
                             f"its best completed trials: {', '.join(f'#{t.number}' for t in best)}")
         top = [by_number[n] for n in dict.fromkeys(args.trial)]
     else:
-        top = sorted(completed, key=score, reverse=True)[: args.top]
+        top = ranked(completed, args.top)
     data = load_mnist(args.data_dir, val_size=args.val_size)
     rows = []
     for trial in top:

@@ -19,7 +19,7 @@ import optuna  # noqa: E402
 
 from mnist_search.models import PRESETS, analyse  # noqa: E402
 from mnist_search.search.confirm import CONFIRM_KEY  # noqa: E402
-from mnist_search.search.study import is_pareto, score  # noqa: E402
+from mnist_search.search.study import is_pareto, ranked, score  # noqa: E402
 
 TOP = 10
 ZOOM_POINTS = 2.0  # the accuracy plot shows this many points below the best; the rest are counted
@@ -29,7 +29,7 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
     """The ``top`` completed trials by score, with what a reader needs to compare them."""
     done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     rows = []
-    for t in sorted(done, key=score, reverse=True)[:top]:
+    for t in ranked(done, top):
         history = t.user_attrs.get("history", [])
         rows.append({
             "trial": t.number, "score": score(t), "last_k_min": t.user_attrs.get("last_k_min"),

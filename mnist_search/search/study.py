@@ -42,6 +42,11 @@ def score(trial: optuna.trial.FrozenTrial) -> float:
     return trial.values[0]
 
 
+def ranked(trials: list[optuna.trial.FrozenTrial], top: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``top`` completed ``trials`` with the highest score, best first."""
+    return sorted(trials, key=score, reverse=True)[:top]
+
+
 def is_pareto(study: optuna.Study) -> bool:
     return len(study.directions) > 1
 

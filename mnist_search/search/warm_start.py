@@ -11,7 +11,7 @@ from __future__ import annotations
 import optuna
 
 from mnist_search.errors import UserError
-from mnist_search.search.study import score
+from mnist_search.search.study import ranked
 
 
 def best_of(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
@@ -19,7 +19,7 @@ def best_of(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
     completed = source.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {source.study_name!r} has no completed trial to warm-start from")
-    return sorted(completed, key=score, reverse=True)[:top]
+    return ranked(completed, top)
 
 
 def enqueue(study: optuna.Study, source_name: str, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
