@@ -179,6 +179,8 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         order = torch.randperm(len(train), device=device, generator=order_generator)
         for step in range(steps_per_epoch):
             set_lr(lrs[first_step + step])
+            if average is not None:
+                average.prepare(first_step + step)
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             run_step(index)
             seen += len(index)
