@@ -47,6 +47,14 @@ def confirmation_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> l
     return lines
 
 
+def averaging_text(config: dict) -> list[str]:
+    """Says that the accuracies and weights are those of the averaged network, when the recipe averages."""
+    if not config.get("ema_epochs"):
+        return []
+    return [f"The network evaluated above and shipped is an exponential moving average of the training weights"
+            f" over about {config['ema_epochs']:.3g} epochs of steps (TrainConfig.ema_epochs), not the last step's."]
+
+
 def weights_source(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[str | None, str, str]:
     """The artifact to export as weights, whose they are, and a docstring line saying so.
 
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "Validation accuracy per epoch: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
         *confirmation_text(study, trial),
         *([weights_line] if args.weights else []),
+        *averaging_text(trial.user_attrs["config"]),
         "Training recipe (mnist_search TrainConfig):",
         json.dumps(trial.user_attrs["config"], indent=4),
         "",

@@ -326,3 +326,26 @@ def test_warm_start_narrows_another_studys_best_trials_to_a_smaller_budget(tiny_
     assert cli("worker", "--study-name", "narrow", "--warm-start", "wide", *data).returncode == 2  # `run` only
     assert_user_error(cli("run", "--study-name", "narrow", "--warm-start", "wide", "--warm-start-top", "0", *data),
                       "--warm-start-top must be at least 1")
+
+
+def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'ema.db'}"
+    study = optuna.create_study(study_name="mnist-search", storage=url, direction="maximize")
+    study.enqueue_trial({"optimizer": "sgd", "sgd_lr": 0.1, "momentum": 0.9, "scheduler": "cosine",
+                         "batch_size": 64, "ema": True, "ema_epochs": 1.0})
+    assert cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    trial = optuna.load_study(study_name="mnist-search", storage=url).trials[0]
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["config"]["ema_epochs"] == 1.0
+    assert all("raw_eval_acc" in m for m in trial.user_attrs["history"])
+    confirmed = cli("confirm", "--trial", "0", "--seeds", "1", "--last-k", "1", "--storage", url,
+                    "--data-dir", str(tiny_mnist), "--val-size", "100")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "(raw weights " in confirmed.stdout
+    run = optuna.load_study(study_name="mnist-search", storage=url).user_attrs["confirm:0"]["runs"][0]
+    assert len(run["raw_test_acc"]) == len(run["test_acc"]) == 2
+    module, weights = tmp_path / "net.py", tmp_path / "net.safetensors"
+    assert cli("export", "--storage", url, "--output", str(module), "--weights", str(weights)).returncode == 0
+    assert "exponential moving average of the training weights over about 1 epochs" in module.read_text()
+    evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {run['test_acc'][-1]:.2f}%" in evaluated.stdout  # the averaged weights were shipped
