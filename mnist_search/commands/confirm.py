@@ -15,6 +15,11 @@ from mnist_search.storage import default_artifact_dir, open_storage, resolve_sto
 from mnist_search.trainer import load_mnist, resolve_device
 
 
+def summary_row(label: str, params: int, stats: dict, verdict: str) -> list[str]:
+    return [label, f"{params:,}", f"{stats['final_mean']:.2f} ± {stats['final_std']:.2f}",
+            f"{stats['last_k_mean']:.2f} ± {stats['last_k_std']:.2f}", f"{stats['last_k_min']:.2f}", verdict]
+
+
 def run(args: argparse.Namespace) -> int:
     if (not args.trial and args.top < 1) or args.seeds < 1:
         raise ConfigError("--top and --seeds must be at least 1")
@@ -57,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
         result = confirm_trial(study, trial, data, args.seeds, args.last_k, args.target, str(device), artifact_dir,
                                args.compile, on_epoch=progress, first_seed=args.first_seed)
         study.set_user_attr(CONFIRM_KEY.format(number=trial.number), result)
-        rows.append([f"#{trial.number}", f"{trial.user_attrs['params']:,}",
-                     f"{result['final_mean']:.2f} ± {result['final_std']:.2f}",
-                     f"{result['last_k_mean']:.2f} ± {result['last_k_std']:.2f}", f"{result['last_k_min']:.2f}",
-                     "yes" if result["consistent"] else "no"])
+        rows.append(summary_row(f"#{trial.number}", trial.user_attrs["params"], result,
+                                "yes" if result["consistent"] else "no"))
+        if "raw" in result:  # the same runs' raw (unaveraged) weights, for comparison
+            rows.append(summary_row("  raw", trial.user_attrs["params"], result["raw"], ""))
     print(format_table(["trial", "params", "final test %", f"last-{args.last_k} test %", "min", f">= {args.target}"],
                        rows))
     return 0

@@ -340,12 +340,14 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
     confirmed = cli("confirm", "--trial", "0", "--seeds", "1", "--last-k", "1", "--storage", url,
                     "--data-dir", str(tiny_mnist), "--val-size", "100")
     assert confirmed.returncode == 0, confirmed.stderr
-    assert "(raw weights " in confirmed.stdout
+    assert "(raw weights " in confirmed.stdout and re.search(r"^  raw ", confirmed.stdout, re.M)
     run = optuna.load_study(study_name="mnist-search", storage=url).user_attrs["confirm:0"]["runs"][0]
     assert len(run["raw_test_acc"]) == len(run["test_acc"]) == 2
     module, weights = tmp_path / "net.py", tmp_path / "net.safetensors"
     assert cli("export", "--storage", url, "--output", str(module), "--weights", str(weights)).returncode == 0
-    assert "exponential moving average of the training weights over about 1 epochs" in module.read_text()
+    text = module.read_text()
+    assert "exponential moving average of the training weights over about 1 epochs" in text
+    assert "the same runs' raw (unaveraged) weights: final" in text
     evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {run['test_acc'][-1]:.2f}%" in evaluated.stdout  # the averaged weights were shipped
