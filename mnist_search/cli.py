@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     train.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
     train.add_argument("--ema-epochs", type=float,
-                       help="evaluate and keep an average of the weights over this many epochs (default: the recipe's, off)")
+                       help="evaluate and keep an average of the weights over this many epochs "
+                            "(default: the recipe's, off)")
     train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     train.add_argument("--eval", choices=("val", "test"), default="val",
                        help="val: train on 50k, score the held-out 10k (default); test: train on 60k, score the test set")

@@ -46,8 +46,8 @@ def confirmation_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> l
     lines += [f"  seed {r['seed']}: " + ", ".join(f"{a:.2f}" for a in r["test_acc"]) for r in result["runs"]]
     if "raw" in result:
         raw = result["raw"]
-        lines.append(f"  the same runs' raw (unaveraged) weights: final {raw['final_mean']:.2f} +- {raw['final_std']:.2f}%,"
-                     f" minimum of the last {result['last_k']} {raw['last_k_min']:.2f}%")
+        lines.append(f"  the same runs' raw (unaveraged) weights: final {raw['final_mean']:.2f}"
+                     f" +- {raw['final_std']:.2f}%, minimum of the last {result['last_k']} {raw['last_k_min']:.2f}%")
     return lines
 
 
