@@ -13,7 +13,7 @@ from mnist_search.models import ArchSpec
 from mnist_search.models.export import export_source
 from mnist_search.search import open_study, score
 from mnist_search.search.artifacts import fetch_weights
-from mnist_search.search.confirm import CONFIRM_KEY, representative_run
+from mnist_search.search.confirm import CONFIRM_KEY, accuracy_stats, representative_run
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 
 
@@ -44,8 +44,8 @@ def confirmation_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> l
         f" every last-{result['last_k']} epoch of every seed >= {result['target']}%: {'yes' if result['consistent'] else 'no'}",
     ]
     lines += [f"  seed {r['seed']}: " + ", ".join(f"{a:.2f}" for a in r["test_acc"]) for r in result["runs"]]
-    if "raw" in result:
-        raw = result["raw"]
+    if all("raw_test_acc" in r for r in result["runs"]):  # an averaging recipe's runs
+        raw = accuracy_stats(result["runs"], "raw_test_acc", result["last_k"])
         lines.append(f"  the same runs' raw (unaveraged) weights: final {raw['final_mean']:.2f}"
                      f" +- {raw['final_std']:.2f}%, minimum of the last {result['last_k']} {raw['last_k_min']:.2f}%")
     return lines
@@ -56,7 +56,7 @@ def averaging_text(config: dict) -> list[str]:
     if not config.get("ema_epochs"):
         return []
     return [f"The network evaluated above and shipped is an exponential moving average of the training weights"
-            f" over about {config['ema_epochs']:.3g} epochs of steps (TrainConfig.ema_epochs), not the last step's."]
+            f" over about {config['ema_epochs']:.3g} epoch(s) of steps (TrainConfig.ema_epochs), not the last step's."]
 
 
 def weights_source(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[str | None, str, str]:

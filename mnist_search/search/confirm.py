@@ -53,14 +53,15 @@ def representative_run(confirmation: dict) -> tuple[dict, int] | None:
 
 
 def summarise(runs: list[dict], last_k: int, target: float) -> dict:
-    summary = {"runs": runs, "last_k": last_k, "target": target, **_accuracy_stats(runs, "test_acc", last_k)}
+    summary = {"runs": runs, "last_k": last_k, "target": target, **accuracy_stats(runs, "test_acc", last_k)}
     summary["consistent"] = all(r["status"] == "completed" for r in runs) and summary["last_k_min"] >= target
     if all("raw_test_acc" in r for r in runs):  # an averaging recipe: the raw weights' figures beside
-        summary["raw"] = _accuracy_stats(runs, "raw_test_acc", last_k)
+        summary["raw"] = accuracy_stats(runs, "raw_test_acc", last_k)
     return summary
 
 
-def _accuracy_stats(runs: list[dict], key: str, last_k: int) -> dict:
+def accuracy_stats(runs: list[dict], key: str, last_k: int) -> dict:
+    """Mean and spread of the runs' final and last-``last_k`` accuracies under ``key``, and the minimum."""
     finals = [r[key][-1] for r in runs if r[key]]
     tails = [acc for r in runs for acc in r[key][-last_k:]]
     return {

@@ -134,7 +134,8 @@ def sample_config(trial: optuna.Trial, epochs: int, seed: int) -> TrainConfig:
     gamma = trial.suggest_float("gamma", 0.1, 0.5) if scheduler == "step" else 0.1
     # An average of the weights over the last ~epoch smooths the epoch-to-epoch dips (trainer/averaging.py).
     averaged = trial.suggest_categorical("ema", [False, True])
-    ema_epochs = trial.suggest_float("ema_epochs", 0.25, 2.0, log=True) if averaged else 0.0
+    # Clipped to the run: a study of fewer epochs than the horizon averages over all of them.
+    ema_epochs = min(trial.suggest_float("ema_epochs", 0.25, 2.0, log=True), epochs) if averaged else 0.0
     return TrainConfig(
         epochs=epochs, seed=seed, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
         weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),

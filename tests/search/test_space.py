@@ -59,3 +59,16 @@ def test_a_budget_below_the_narrowest_structure_is_infeasible():
     trial = optuna.create_study().ask()
     with pytest.raises(Infeasible, match="narrowest"):
         sample_choices(trial, 100)
+
+
+def test_every_sampled_recipe_is_valid_for_short_studies_too():
+    """A sampled averaging horizon longer than the study (2 epochs, 1 epoch) is clipped to it."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    horizons = []
+    for epochs in (1, 2, 15) * 30:
+        trial = study.ask()
+        horizons.append((epochs, sample_config(trial, epochs=epochs, seed=0).ema_epochs))
+        study.tell(trial, 0.0)
+    assert all(0 <= h <= epochs for epochs, h in horizons)
+    assert any(h == epochs == 1 for epochs, h in horizons)  # clipped, not refused
+    assert any(h == 0 for _, h in horizons) and any(1 < h <= 2 for _, h in horizons)

@@ -346,7 +346,7 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
     module, weights = tmp_path / "net.py", tmp_path / "net.safetensors"
     assert cli("export", "--storage", url, "--output", str(module), "--weights", str(weights)).returncode == 0
     text = module.read_text()
-    assert "exponential moving average of the training weights over about 1 epochs" in text
+    assert "exponential moving average of the training weights over about 1 epoch(s) of steps" in text
     assert "the same runs' raw (unaveraged) weights: final" in text
     evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
     assert evaluated.returncode == 0, evaluated.stderr
