@@ -44,6 +44,7 @@ class WeightAverage:
         self._copied = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
         # 1 - decay of the next update, on the device: a CUDA graph reads it where it lies.
         self._weight = torch.zeros((), device=pairs[0][0].device)
+        self._weight_set = 0.0
 
     @staticmethod
     def _tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -51,7 +52,10 @@ class WeightAverage:
 
     def prepare(self, step: int) -> None:
         """Set the decay of the update that follows optimizer step ``step``."""
-        self._weight.fill_(1.0 - warmed_decay(self.decay, step))
+        weight = 1.0 - warmed_decay(self.decay, step)
+        if weight != self._weight_set:  # constant once warmed up: no write (on CUDA, a launch) per step
+            self._weight.fill_(weight)
+            self._weight_set = weight
 
     @torch.no_grad()
     def update(self) -> None:

@@ -50,7 +50,8 @@ class TrainConfig:
             (0 <= self.translate < 0.5, f"translate must be in [0, 0.5), got {self.translate}"),
             (0 < self.scale_min <= self.scale_max, f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 <= self.ema_epochs <= self.epochs, f"ema_epochs must be 0 (off) to {self.epochs} epochs, got {self.ema_epochs}"),
+            (0 <= self.ema_epochs <= self.epochs,
+             f"ema_epochs must be 0 (off) to {self.epochs} epochs, got {self.ema_epochs}"),
         ]
         for ok, message in checks:
             if not ok:
