@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         search.add_argument("--epochs", type=int, default=15, help="epochs per trial (default 15)")
         search.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
                             help=f"score = mean validation accuracy of the last K epochs (default {DEFAULT_LAST_K})")
+        search.add_argument("--seeds-per-trial", type=int, default=1,
+                            help="train each trial with N seeds and score it by their mean: slower by N, but "
+                                 "one seed's validation score is too noisy to rank the top trials (default 1)")
         search.add_argument("--objective", choices=("score", "pareto"), default="score",
                             help="score: maximise the consistency score (default); pareto: also minimise "
                                  "parameters, to cover every budget in one study (no pruning)")

@@ -78,6 +78,14 @@ def weights_source(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tupl
         f"accuracy {final:.2f}%.")
 
 
+def seeds_text(trial: optuna.trial.FrozenTrial) -> str:
+    """How a trial trained with several seeds got its score; empty for one seed."""
+    seed_scores = trial.user_attrs.get("seed_scores")
+    if not seed_scores:
+        return ""
+    return f", the mean over {len(seed_scores)} training seeds ({', '.join(f'{s:.3f}' for s in seed_scores)})"
+
+
 def run(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
     study = open_study(open_storage(url), args.study_name, sampler=None, pruner=None, create=False)
@@ -91,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"Parameters: {trial.user_attrs['params']:,}",
         f"Receptive field: {trial.user_attrs['receptive_field']}",
-        f"Score (mean validation accuracy of the last epochs): {score(trial):.3f}%",
+        f"Score (mean validation accuracy of the last epochs): {score(trial):.3f}%" + seeds_text(trial),
         f"Minimum validation accuracy over those epochs: {trial.user_attrs.get('last_k_min', float('nan')):.2f}%",
-        "Validation accuracy per epoch: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
+        f"Validation accuracy per epoch{' (first seed)' if 'seed_scores' in trial.user_attrs else ''}: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
         *confirmation_text(study, trial),
         *([weights_line] if args.weights else []),
         *averaging_text(trial.user_attrs["config"]),

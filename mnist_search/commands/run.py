@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-params {args.max_params} is too small for any network in the space; use at least {MIN_BUDGET}")
     if not 1 <= args.last_k <= args.epochs:
         raise ConfigError(f"--last-k must be between 1 and --epochs ({args.epochs}), got {args.last_k}")
+    if args.seeds_per_trial < 1:
+        raise ConfigError(f"--seeds-per-trial must be at least 1, got {args.seeds_per_trial}")
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be a positive number of minutes, got {args.timeout}")
     if args.workers < 1:
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # The study to copy from is checked first, so a typo creates no empty study.
     picks = best_of(open_study(storage, warm_start, None, None, create=False), args.warm_start_top) if warm_start else []
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
-                       make_pruner(args.pruner, args.epochs), create=args.verb == "run", objective=args.objective)
+                       make_pruner(args.pruner, args.epochs * args.seeds_per_trial), create=args.verb == "run", objective=args.objective)
     pareto = is_pareto(study)
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     if picks:
@@ -82,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     objective = Objective(data=data, max_params=args.max_params, epochs=args.epochs, device=str(device),
                           artifact_dir=artifact_dir, last_k=args.last_k,
                           seed=args.seed if args.seed is not None else 0,  # training seed; the sampler's may be random
-                          compile_choice=args.compile, pareto=pareto)
+                          compile_choice=args.compile, pareto=pareto, seeds=args.seeds_per_trial)
     at_once = f" ({args.jobs} at a time)" if args.jobs > 1 else ""
     print(f"study {study.study_name!r} in {mask_password(url)}: {existing} trials so far; running {args.trials} more "
-          f"on {device}{at_once} (budget {args.max_params:,} params, {args.epochs} epochs, sampler {args.sampler}, "
+          f"on {device}{at_once} (budget {args.max_params:,} params, {args.epochs} epochs"
+          + (f" x {args.seeds_per_trial} seeds" if args.seeds_per_trial > 1 else "") + f", sampler {args.sampler}, "
           f"pruner {args.pruner}); weights in {artifact_dir}")
     progress = Progress(args.trials, existing)
     started = time.perf_counter()
@@ -122,7 +125,7 @@ class Progress:
         outcome = {
             optuna.trial.TrialState.COMPLETE: f"score {score(trial):.3f}" if trial.values else "complete",
             optuna.trial.TrialState.PRUNED: "infeasible" if "infeasible" in trial.user_attrs else
-            f"pruned at epoch {trial.last_step}",
+            f"pruned at {pruned_at(trial)}",
             optuna.trial.TrialState.FAIL: "failed",
         }.get(trial.state, trial.state.name.lower())
         print(f"trial {self.done}/{self.total} (#{trial.number}): {outcome}"
@@ -149,6 +152,15 @@ class Progress:
         return f"finished {self.done} trials in {seconds / 60:.1f} min; {self.counts(study)}; {self.best(study)}"
 
 
+def pruned_at(trial: optuna.trial.FrozenTrial) -> str:
+    """Where a pruned trial stopped: its epoch, and which seed when it trained several."""
+    seeds = trial.user_attrs.get("seeds", 1)
+    if seeds == 1 or trial.last_step is None:
+        return f"epoch {trial.last_step}"
+    seed, epoch = divmod(trial.last_step - 1, trial.user_attrs["config"]["epochs"])
+    return f"epoch {epoch + 1} of seed {seed + 1}/{seeds}"
+
+
 def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     """Split the trials over ``--workers`` local `mnist-search worker` processes sharing the study."""
     shares = [args.trials // args.workers + (i < args.trials % args.workers) for i in range(args.workers)]
@@ -156,6 +168,7 @@ def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:
     env = {**os.environ, STORAGE_ENV: url}
     passed = ["--study-name", study_name, "--max-params", str(args.max_params),
               "--epochs", str(args.epochs), "--last-k", str(args.last_k), "--jobs", str(args.jobs),
+              "--seeds-per-trial", str(args.seeds_per_trial),
               "--sampler", args.sampler,
               "--pruner", args.pruner, "--device", args.device, "--compile", args.compile,
               "--val-size", str(args.val_size), "--objective", args.objective, "--heartbeat-grace", str(args.heartbeat_grace)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ class Objective:
     seed: int = 0
     pareto: bool = False  # also minimise parameters; Optuna cannot prune multi-objective trials
     compile_choice: str = "auto"  # auto | on | off (see trainer.should_compile)
+    # Training seeds per trial (seed, seed + 1, ...); the score is the mean of their scores. One
+    # seed's validation curve is noisy enough to reorder the top trials (RESULTS.md).
+    seeds: int = 1
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, int]:
         try:
@@ -56,36 +60,59 @@ class Objective:
         for key, value in {
             "params": analysis.params, "receptive_field": analysis.receptive_field, "spec": spec.to_dict(),
             "config": config.to_dict(), "device": self.device, "max_params": self.max_params,
-            "last_k": self.last_k,
+            "last_k": self.last_k, "seeds": self.seeds,
         }.items():
             trial.set_user_attr(key, value)
 
         save_note(trial, architecture_note(spec, config))
-        history: list[dict] = []
         started = time.perf_counter()
+        histories: list[list[dict]] = []
+        for index in range(self.seeds):
+            self._train_seed(trial, spec, config.replace(seed=self.seed + index), histories, started)
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        scores = [consistency_score([m["eval_acc"] for m in history], self.last_k) for history in histories]
+        if self.seeds > 1:
+            trial.set_user_attr("seed_scores", scores)
+        trial.set_user_attr("last_k_min", min(m["eval_acc"] for history in histories for m in history[-self.last_k:]))
+        value = statistics.fmean(scores)
+        return (value, analysis.params) if self.pareto else value
+
+    def _train_seed(self, trial: optuna.Trial, spec: ArchSpec, config: TrainConfig, histories: list[list[dict]],
+                    started: float) -> None:
+        """Train the trial's next seed, appending its per-epoch validation metrics to ``histories``.
+
+        Seed ``index`` reports epoch ``e`` as step ``index * epochs + e``, so the pruner compares
+        every seed's epochs with the same seed's epochs of other trials. The first seed's curve is
+        the trial's ``history`` and its weights are the trial's weights; the others are kept in
+        ``seed_histories``.
+        """
+        index, history = len(histories), []
+        histories.append(history)
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             history.append(metrics)
-            trial.set_user_attr("history", history)
+            if index == 0:
+                trial.set_user_attr("history", history)
+            else:
+                trial.set_user_attr("seed_histories", histories[1:])
             if self.pareto:
                 return
-            trial.report(metrics["eval_acc"], epoch)
+            trial.report(metrics["eval_acc"], index * self.epochs + epoch)
             if trial.should_prune():
                 trial.set_user_attr("seconds", time.perf_counter() - started)
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {metrics['eval_acc']:.2f}%")
+                where = f"epoch {epoch}" + (f" of seed {index + 1}/{self.seeds}" if self.seeds > 1 else "")
+                raise optuna.TrialPruned(f"pruned after {where} at {metrics['eval_acc']:.2f}%")
 
         model = build_seeded(spec, config.seed)
         result = fit(model, config, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
                      compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device))
-        trial.set_user_attr("seconds", time.perf_counter() - started)
         if result.status != "completed":
+            trial.set_user_attr("seconds", time.perf_counter() - started)
             trial.set_user_attr("status", result.status)
-            raise TrainingDiverged(result.message)
-        accuracies = [m["eval_acc"] for m in history]
-        trial.set_user_attr("last_k_min", min(accuracies[-self.last_k:]))
-        trial.set_user_attr("weights_artifact", store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}"))
-        value = consistency_score(accuracies, self.last_k)
-        return (value, analysis.params) if self.pareto else value
+            raise TrainingDiverged(result.message if self.seeds == 1 else f"seed {index + 1}: {result.message}")
+        if index == 0:
+            trial.set_user_attr("weights_artifact",
+                                store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}"))
 
 
 

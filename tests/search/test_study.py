@@ -144,6 +144,7 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli("run", "--trials", "-2", "--storage", db, *data), "--trials must be at least 1")
     assert_user_error(cli("run", "--max-params", "50", "--storage", db, *data), "too small")
     assert_user_error(cli("run", "--timeout", "0", "--storage", db, *data), "--timeout must be a positive")
+    assert_user_error(cli("run", "--seeds-per-trial", "0", "--storage", db, *data), "--seeds-per-trial must be")
     assert_user_error(cli("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
     assert_user_error(cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data),
                       "cannot open storage", "***")
@@ -351,3 +352,71 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
     evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {run['test_acc'][-1]:.2f}%" in evaluated.stdout  # the averaged weights were shipped
+
+
+GOOD_RECIPE = {"optimizer": "sgd", "sgd_lr": 0.1, "momentum": 0.9, "scheduler": "cosine", "batch_size": 64,
+               "rotation": 3.0, "translate": 0.05, "label_smoothing": 0.0, "dropout": 0.05, "ema": False}
+
+
+def test_a_trial_trained_with_several_seeds_scores_their_mean(tiny_mnist, tmp_path):
+    data = load_mnist(tiny_mnist, val_size=100, download=False)
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'seeds.db'}"), "seeds",
+                       optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
+    study.enqueue_trial(GOOD_RECIPE)
+    common = dict(data=data, max_params=8000, epochs=2, device="cpu", artifact_dir=tmp_path / "a", last_k=2)
+    study.optimize(Objective(**common, seed=7, seeds=2), n_trials=1)
+    study.enqueue_trial(study.trials[0].params)  # the same network and recipe ...
+    study.optimize(Objective(**common, seed=8), n_trials=1)  # ... trained with the 2-seed trial's second seed alone
+    both, alone = study.trials
+    attrs = both.user_attrs
+    assert attrs["seeds"] == 2 and attrs["config"]["seed"] == 7 and len(attrs["seed_histories"]) == 1
+    scores = [sum(m["eval_acc"] for m in h) / 2 for h in (attrs["history"], attrs["seed_histories"][0])]
+    assert attrs["seed_scores"] == scores and both.value == sum(scores) / 2
+    assert attrs["last_k_min"] == min(m["eval_acc"] for h in (attrs["history"], *attrs["seed_histories"]) for m in h)
+    # The second seed is seed 8, trained exactly as a 1-seed trial of seed 8 trains; the first is not.
+    def curve(history):
+        return [(m["train_loss"], m["eval_loss"], m["eval_acc"]) for m in history]
+
+    assert curve(attrs["seed_histories"][0]) == curve(alone.user_attrs["history"])
+    assert curve(attrs["history"]) != curve(alone.user_attrs["history"])
+    # Each seed's epochs are their own pruning steps: seed 2's epoch e is step 2 + e.
+    assert sorted(both.intermediate_values) == [1, 2, 3, 4]
+    assert both.intermediate_values[3] == attrs["seed_histories"][0][0]["eval_acc"]
+    assert "seed_scores" not in alone.user_attrs and alone.value == scores[1]
+
+
+class PruneAtStep(optuna.pruners.BasePruner):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def prune(self, study, trial) -> bool:
+        return trial.last_step == self.step
+
+
+def test_a_trial_can_be_pruned_on_its_second_seed_and_says_where(tiny_mnist, tmp_path):
+    from mnist_search.commands.run import pruned_at
+
+    data = load_mnist(tiny_mnist, val_size=100, download=False)
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'prune2.db'}"), "prune2",
+                       optuna.samplers.RandomSampler(seed=0), PruneAtStep(4))
+    study.enqueue_trial(GOOD_RECIPE)
+    study.optimize(Objective(data=data, max_params=8000, epochs=3, device="cpu", artifact_dir=tmp_path / "a",
+                             last_k=1, seeds=2), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.last_step == 4
+    assert len(trial.user_attrs["history"]) == 3 and len(trial.user_attrs["seed_histories"][0]) == 1
+    assert pruned_at(trial) == "epoch 1 of seed 2/2"
+
+
+def test_several_seeds_per_trial_from_the_command_line_through_export(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli-seeds.db'}"
+    result = cli("run", "--trials", "2", "--seeds-per-trial", "2", "--workers", "2", "--storage", url,
+                 "--data-dir", str(tiny_mnist), *SEARCH)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert completed and all(t.user_attrs["seeds"] == 2 and len(t.user_attrs["seed_scores"]) == 2 for t in completed)
+    module = tmp_path / "net.py"
+    assert cli("export", "--storage", url, "--output", str(module)).returncode == 0
+    scores = ", ".join(f"{s:.3f}" for s in study.best_trial.user_attrs["seed_scores"])
+    assert f"the mean over 2 training seeds ({scores})" in module.read_text()
