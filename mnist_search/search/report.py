@@ -34,7 +34,7 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
         rows.append({
             "trial": t.number, "score": score(t), "last_k_min": t.user_attrs.get("last_k_min"),
             "params": t.user_attrs.get("params"), "receptive_field": t.user_attrs.get("receptive_field"),
-            "epochs": len(history), "state": t.state.name, "seconds": t.user_attrs.get("seconds"),
+            "epochs": len(history), "seeds": t.user_attrs.get("seeds", 1), "state": t.state.name, "seconds": t.user_attrs.get("seconds"),
         })
     return rows
 
@@ -164,16 +164,17 @@ def _index(study: optuna.Study, rows: list[dict], plots: list[Path]) -> str:
         f"# Study {study.study_name!r}",
         "",
         f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
-        "Score: mean validation accuracy over the last epochs (held-out 10k of the training set).",
+        "Score: mean validation accuracy over the last epochs (held-out 10k of the training set), averaged over "
+        "the trial's training seeds when it trained several.",
         "",
         "## Leaderboard",
         "",
-        "| trial | score | min of last epochs | params | RF | epochs | state | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trial | score | min of last epochs | params | RF | epochs | seeds | state | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| #{r['trial']} | {r['score']:.3f} | {r['last_k_min'] or float('nan'):.2f} | {r['params']:,} | "
-                     f"{r['receptive_field']} | {r['epochs']} | {r['state']} | {r['seconds'] or 0:.0f} |")
+                     f"{r['receptive_field']} | {r['epochs']} | {r['seeds']} | {r['state']} | {r['seconds'] or 0:.0f} |")
     confirmed = confirmations(study)
     if confirmed:
         lines += ["", "## Confirmed on the test set", "",

@@ -420,3 +420,7 @@ def test_several_seeds_per_trial_from_the_command_line_through_export(tiny_mnist
     assert cli("export", "--storage", url, "--output", str(module)).returncode == 0
     scores = ", ".join(f"{s:.3f}" for s in study.best_trial.user_attrs["seed_scores"])
     assert f"the mean over 2 training seeds ({scores})" in module.read_text()
+    assert cli("report", "--storage", url, "--output", str(tmp_path / "report")).returncode == 0
+    best_row = next(line for line in (tmp_path / "report" / "index.md").read_text().splitlines()
+                    if line.startswith(f"| #{study.best_trial.number} |"))
+    assert "| 2 | 2 | COMPLETE |" in best_row  # 2 epochs, 2 seeds
