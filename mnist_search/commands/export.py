@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         f"Receptive field: {trial.user_attrs['receptive_field']}",
         f"Score (mean validation accuracy of the last epochs): {score(trial):.3f}%" + seeds_text(trial),
         f"Minimum validation accuracy over those epochs: {trial.user_attrs.get('last_k_min', float('nan')):.2f}%",
-        f"Validation accuracy per epoch{' (first seed)' if 'seed_scores' in trial.user_attrs else ''}: " + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
+        f"Validation accuracy per epoch{' (first seed)' if 'seed_scores' in trial.user_attrs else ''}: "
+        + ", ".join(f"{m['eval_acc']:.2f}" for m in history),
         *confirmation_text(study, trial),
         *([weights_line] if args.weights else []),
         *averaging_text(trial.user_attrs["config"]),

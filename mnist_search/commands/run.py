@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     # The study to copy from is checked first, so a typo creates no empty study.
     picks = best_of(open_study(storage, warm_start, None, None, create=False), args.warm_start_top) if warm_start else []
     study = open_study(storage, args.study_name, make_sampler(args.sampler, args.seed, parallel=parallel),
-                       make_pruner(args.pruner, args.epochs * args.seeds_per_trial), create=args.verb == "run", objective=args.objective)
+                       make_pruner(args.pruner, args.epochs * args.seeds_per_trial),  # every seed's epochs are steps
+                       create=args.verb == "run", objective=args.objective)
     pareto = is_pareto(study)
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     if picks:

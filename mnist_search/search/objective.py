@@ -81,7 +81,7 @@ class Objective:
                     started: float) -> None:
         """Train the trial's next seed, appending its per-epoch validation metrics to ``histories``.
 
-        Seed ``index`` reports epoch ``e`` as step ``index * epochs + e``, so the pruner compares
+        The i-th seed (from 0) reports epoch ``e`` as step ``i * epochs + e``, so the pruner compares
         every seed's epochs with the same seed's epochs of other trials. The first seed's curve is
         the trial's ``history`` and its weights are the trial's weights; the others are kept in
         ``seed_histories``.
@@ -113,7 +113,6 @@ class Objective:
         if index == 0:
             trial.set_user_attr("weights_artifact",
                                 store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}"))
-
 
 
 def architecture_note(spec: ArchSpec, config: TrainConfig) -> str:
