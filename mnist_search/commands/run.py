@@ -16,6 +16,7 @@ import optuna
 from mnist_search.defaults import STORAGE_ENV
 from mnist_search.errors import ConfigError
 from mnist_search.search import Objective, TrainingDiverged, is_pareto, make_pruner, make_sampler, open_study, score
+from mnist_search.search.objective import pruned_at
 from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
 from mnist_search.trainer import load_mnist, resolve_device
@@ -151,15 +152,6 @@ class Progress:
 
     def summary(self, study: optuna.Study, seconds: float) -> str:
         return f"finished {self.done} trials in {seconds / 60:.1f} min; {self.counts(study)}; {self.best(study)}"
-
-
-def pruned_at(trial: optuna.trial.FrozenTrial) -> str:
-    """Where a pruned trial stopped: its epoch, and which seed when it trained several."""
-    seeds = trial.user_attrs.get("seeds", 1)
-    if seeds == 1 or trial.last_step is None:
-        return f"epoch {trial.last_step}"
-    seed, epoch = divmod(trial.last_step - 1, trial.user_attrs["config"]["epochs"])
-    return f"epoch {epoch + 1} of seed {seed + 1}/{seeds}"
 
 
 def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:

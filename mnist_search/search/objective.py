@@ -97,7 +97,7 @@ class Objective:
                 trial.set_user_attr("seed_histories", histories[1:])
             if self.pareto:
                 return
-            trial.report(metrics["eval_acc"], index * self.epochs + epoch)
+            trial.report(metrics["eval_acc"], pruning_step(index, epoch, self.epochs))
             if trial.should_prune():
                 trial.set_user_attr("seconds", time.perf_counter() - started)
                 where = f"epoch {epoch}" + (f" of seed {index + 1}/{self.seeds}" if self.seeds > 1 else "")
@@ -113,6 +113,20 @@ class Objective:
         if index == 0:
             trial.set_user_attr("weights_artifact",
                                 store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}"))
+
+
+def pruning_step(seed_index: int, epoch: int, epochs: int) -> int:
+    """The Optuna step at which the ``seed_index``-th seed (from 0) of a trial reports ``epoch`` (from 1)."""
+    return seed_index * epochs + epoch
+
+
+def pruned_at(trial: optuna.trial.FrozenTrial) -> str:
+    """Where a pruned trial stopped: its epoch, and which seed when it trained several."""
+    seeds = trial.user_attrs.get("seeds", 1)
+    if seeds == 1 or trial.last_step is None:
+        return f"epoch {trial.last_step}"
+    seed, epoch = divmod(trial.last_step - 1, trial.user_attrs["config"]["epochs"])  # pruning_step inverted
+    return f"epoch {epoch + 1} of seed {seed + 1}/{seeds}"
 
 
 def architecture_note(spec: ArchSpec, config: TrainConfig) -> str:

@@ -34,7 +34,8 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
         rows.append({
             "trial": t.number, "score": score(t), "last_k_min": t.user_attrs.get("last_k_min"),
             "params": t.user_attrs.get("params"), "receptive_field": t.user_attrs.get("receptive_field"),
-            "epochs": len(history), "seeds": t.user_attrs.get("seeds", 1), "state": t.state.name, "seconds": t.user_attrs.get("seconds"),
+            "epochs": len(history), "seeds": t.user_attrs.get("seeds", 1), "state": t.state.name,
+            "seconds": t.user_attrs.get("seconds"),
         })
     return rows
 

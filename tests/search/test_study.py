@@ -394,7 +394,7 @@ class PruneAtStep(optuna.pruners.BasePruner):
 
 
 def test_a_trial_can_be_pruned_on_its_second_seed_and_says_where(tiny_mnist, tmp_path):
-    from mnist_search.commands.run import pruned_at
+    from mnist_search.search.objective import pruned_at
 
     data = load_mnist(tiny_mnist, val_size=100, download=False)
     study = open_study(open_storage(f"sqlite:///{tmp_path / 'prune2.db'}"), "prune2",
