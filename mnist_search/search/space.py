@@ -1,9 +1,9 @@
 """The search space: an Optuna trial -> (ArchSpec, TrainConfig), always within the parameter budget.
 
 Structure is sampled directly (convs per block, padding, where the 1x1 squeeze goes,
-BatchNorm/ReLU order, head variant, dropout); channel widths are sampled as *relative*
-widths and then scaled by the largest width unit that keeps the analytic parameter count
-within the budget. So every sample fits the budget by construction, and a sample is
+BatchNorm/ReLU order, head variant, dropout, full or depthwise-separable 3x3 convs);
+channel widths are sampled as *relative* widths and then scaled by the largest width unit
+that keeps the analytic parameter count within the budget. So every sample fits the budget by construction, and a sample is
 infeasible only when even the narrowest version of its structure does not fit or its
 feature map collapses; those are rejected before anything is built.
 
@@ -23,6 +23,9 @@ from mnist_search.trainer import TrainConfig
 
 MIN_WIDTH = 4
 MAX_UNIT = 64
+# Parameters the space gained after studies had been run with it, each with the value that
+# rebuilds what those older trials trained; warm start fills them in rather than sample them.
+LATER_PARAMS = {"ema": False, "separable": False}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Choices:
     dropout: float = 0.0
     head: str = "conv_gap"  # conv_gap: 1x1 to 10 then GAP; gap_conv: GAP then 1x1 to 10
     head_post: tuple[str, ...] = ()
+    # Every 3x3 conv but the first as depthwise 3x3 + pointwise 1x1: about a ninth of a full
+    # 3x3 conv's weights, so the budget buys wider layers; the DESIGN's lever for 5k and 2k.
+    separable: bool = False
 
 
 class Infeasible(Exception):
@@ -48,16 +54,35 @@ class Infeasible(Exception):
 
 
 def spec_from_choices(c: Choices) -> ArchSpec:
+    channels = 1  # input channels of the next conv
+
+    def conv3x3(width: int, pad: int, post: tuple[str, ...]) -> list[Conv]:
+        nonlocal channels
+        if c.separable and channels > 1:
+            # BatchNorm but no ReLU between the two halves (Xception found a ReLU there hurts).
+            convs = [Conv(channels, k=3, pad=pad, groups=channels, post=("bn",)),
+                     Conv(width, k=1, post=post, dropout=c.dropout)]
+        else:
+            convs = [Conv(width, k=3, pad=pad, post=post, dropout=c.dropout)]
+        channels = width
+        return convs
+
     def block(widths: tuple[int, ...], pad: int) -> list[Conv]:
         convs = []
         for i, width in enumerate(widths):
             post = c.order if (c.last_relu or i < len(widths) - 1) else tuple(op for op in c.order if op != "relu")
-            convs.append(Conv(width, k=3, pad=pad, post=post, dropout=c.dropout))
+            convs += conv3x3(width, pad, post)
         return convs
 
-    squeeze = [Conv(c.squeeze_width, k=1, post=c.squeeze_post, dropout=c.dropout)] if c.squeeze != "none" else []
+    def squeeze() -> list[Conv]:
+        nonlocal channels
+        if c.squeeze == "none":
+            return []
+        channels = c.squeeze_width
+        return [Conv(c.squeeze_width, k=1, post=c.squeeze_post, dropout=c.dropout)]
+
     layers: list = block(c.block1, c.pad1)
-    layers += (squeeze + [MaxPool(2)]) if c.squeeze == "before_pool" else ([MaxPool(2)] + squeeze)
+    layers += (squeeze() + [MaxPool(2)]) if c.squeeze == "before_pool" else ([MaxPool(2)] + squeeze())
     layers += block(c.block2, c.pad2)
     head_conv = Conv(10, k=1, post=c.head_post)
     layers += [head_conv, GAP()] if c.head == "conv_gap" else [GAP(), head_conv]
@@ -84,6 +109,7 @@ def sample_choices(trial: optuna.Trial, max_params: int) -> Choices:
         dropout=trial.suggest_float("dropout", 0.0, 0.1),
         head=trial.suggest_categorical("head", ["conv_gap", "gap_conv"]),
         head_post=("bn",) if trial.suggest_categorical("head_bn", [False, True]) else (),
+        separable=trial.suggest_categorical("separable", [False, True]),
     )
 
     def at(unit: int) -> Choices:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import optuna
 
 from mnist_search.errors import UserError
+from mnist_search.search.space import LATER_PARAMS
 from mnist_search.search.study import ranked
 
 
@@ -25,7 +26,8 @@ def best_of(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
 def enqueue(study: optuna.Study, source_name: str, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
     """Queue ``trials`` (of study ``source_name``) as the next trials of ``study``; the numbers queued now.
 
-    A trial this study already holds, queued, run or retried, is not queued again, so resuming
+    Parameters the space gained after ``trials`` ran are fixed to what those trials trained
+    (``LATER_PARAMS``). A trial this study already holds, queued, run or retried, is not queued again, so resuming
     a warm-started study repeats nothing.
     """
     labels = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
@@ -33,6 +35,6 @@ def enqueue(study: optuna.Study, source_name: str, trials: list[optuna.trial.Fro
     for trial in trials:
         label = f"{source_name}#{trial.number}"
         if label not in labels:
-            study.enqueue_trial(trial.params, user_attrs={"warm_start": label})
+            study.enqueue_trial({**LATER_PARAMS, **trial.params}, user_attrs={"warm_start": label})
             queued.append(trial.number)
     return queued

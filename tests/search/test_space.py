@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import optuna
 import pytest
 
-from mnist_search.models import PRESETS, count_params
-from mnist_search.search.space import Choices, Infeasible, sample_choices, sample_config, spec_from_choices
+from mnist_search.models import PRESETS, Conv, build, count_params
+from mnist_search.search.space import Choices, Infeasible, fit_to_budget, sample_choices, sample_config, spec_from_choices
+from mnist_search.search.warm_start import enqueue
 
 PRESET_CHOICES = {
     "seed001-exp4": Choices(block1=(8, 8, 8), block2=(16, 16, 16), order=("relu", "bn"), head="conv_gap"),
@@ -23,7 +26,8 @@ def test_every_preset_is_expressible_in_the_space(name):
 def test_the_space_can_sample_every_preset_structure():
     """Each structural choice the presets need is a value the sampler can pick."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen = {"squeeze": set(), "order": set(), "head": set(), "last_relu": set(), "head_bn": set(), "block1_convs": set()}
+    seen = {"squeeze": set(), "order": set(), "head": set(), "last_relu": set(), "head_bn": set(), "block1_convs": set(),
+            "separable": set()}
     for _ in range(200):
         trial = study.ask()
         try:
@@ -36,6 +40,7 @@ def test_the_space_can_sample_every_preset_structure():
     assert {"none", "before_pool", "after_pool"} <= seen["squeeze"]
     assert {"bn_relu", "relu_bn"} <= seen["order"] and {"conv_gap", "gap_conv"} <= seen["head"]
     assert {True, False} <= seen["last_relu"] and {True, False} <= seen["head_bn"] and {3, 4} <= seen["block1_convs"]
+    assert {True, False} <= seen["separable"]
 
 
 @pytest.mark.parametrize("budget", [2000, 5000, 8000])
@@ -72,3 +77,44 @@ def test_every_sampled_recipe_is_valid_for_short_studies_too():
     assert all(0 <= h <= epochs for epochs, h in horizons)
     assert any(h == epochs == 1 for epochs, h in horizons)  # clipped, not refused
     assert any(h == 0 for _, h in horizons) and any(1 < h <= 2 for _, h in horizons)
+
+
+def test_separable_convs_split_every_3x3_but_the_first_into_depthwise_and_pointwise():
+    plain = Choices(block1=(8, 12), block2=(12, 16), squeeze="after_pool", squeeze_width=6)
+    layers = spec_from_choices(replace(plain, separable=True)).layers
+    convs = [layer for layer in layers if isinstance(layer, Conv)]
+    assert (convs[0].k, convs[0].groups, convs[0].out) == (3, 1, 8)  # one input channel: nothing to separate
+    depthwise = [(i, conv) for i, conv in enumerate(convs) if conv.groups > 1]
+    assert [conv.out for _, conv in depthwise] == [8, 6, 12]  # as wide as their input: 8, the squeeze's 6, 12
+    for i, conv in depthwise:
+        assert conv.k == 3 and conv.groups == conv.out and convs[i + 1].k == 1
+    assert [conv.out for conv in convs if conv.k == 1] == [12, 6, 12, 16, 10]  # pointwise halves keep the widths
+    assert len(convs) == len(spec_from_choices(plain).layers) - 2 + 3  # no maxpool/GAP; three more convs
+
+
+def test_a_separable_network_is_wider_at_the_same_budget_and_counts_its_parameters_exactly():
+    def at(separable):
+        return lambda unit: Choices(block1=(unit, unit), block2=(2 * unit, 2 * unit), squeeze="after_pool",
+                                    squeeze_width=unit, separable=separable)
+
+    plain, separable = fit_to_budget(at(False), 2000), fit_to_budget(at(True), 2000)
+    assert separable.block1[0] >= 2 * plain.block1[0]
+    spec = spec_from_choices(separable)
+    assert count_params(spec) <= 2000
+    assert sum(p.numel() for p in build(spec).parameters()) == count_params(spec)
+
+
+def test_warm_start_rebuilds_trials_run_before_a_choice_existed():
+    """A trial from before ``separable`` and ``ema`` were in the space is queued as what it trained."""
+    asked = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4)).ask()
+    sample_choices(asked, 8000)
+    sample_config(asked, epochs=15, seed=0)
+    old = {k: v for k, v in asked.params.items() if k not in ("separable", "ema", "ema_epochs")}
+    source_trial = optuna.trial.create_trial(value=99.0, params=old,
+                                             distributions={k: asked.distributions[k] for k in old})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    assert enqueue(study, "old", [source_trial]) == [source_trial.number]
+    queued = study.ask()
+    choices = sample_choices(queued, 8000)
+    assert not choices.separable and sample_config(queued, epochs=15, seed=0).ema_epochs == 0
+    assert choices == sample_choices(optuna.trial.FixedTrial({**old, "separable": False}), 8000)
