@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from optuna_dashboard import save_note
 
 from mnist_search.defaults import DEFAULT_LAST_K
@@ -59,7 +60,8 @@ class Objective:
         analysis = analyse(spec)
         for key, value in {
             "params": analysis.params, "receptive_field": analysis.receptive_field, "spec": spec.to_dict(),
-            "config": config.to_dict(), "device": self.device, "max_params": self.max_params,
+            "config": config.to_dict(), "device": self.device, "cpu_threads": torch.get_num_threads(),
+            "max_params": self.max_params,
             "last_k": self.last_k, "seeds": self.seeds,
         }.items():
             trial.set_user_attr(key, value)

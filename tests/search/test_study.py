@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import re
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import torch
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
+from mnist_search.commands.run import worker_env
 from mnist_search.search import Objective, open_study
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist
@@ -170,11 +172,14 @@ def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'workers.db'}"
     result = cli("run", "--trials", "4", "--workers", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert result.returncode == 0, result.stderr
-    assert "starting 2 worker processes" in result.stdout
+    # The machine's cores are split between the workers (one thread per core each would oversubscribe them).
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f"starting 2 worker processes on study 'mnist-search' (2, 2 trials, {threads} CPU threads each)" in result.stdout
     # The workers were given the URL in their environment; the hint still names it, once.
     assert result.stdout.count("next: mnist-search export --storage sqlite:///") == 1
-    numbers = [t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
-    assert sorted(numbers) == [0, 1, 2, 3]
+    trials = optuna.load_study(study_name="mnist-search", storage=url).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert {t.user_attrs["cpu_threads"] for t in trials} == {threads}
     assert "database is locked" not in result.stderr
 
 
@@ -424,3 +429,11 @@ def test_several_seeds_per_trial_from_the_command_line_through_export(tiny_mnist
     best_row = next(line for line in (tmp_path / "report" / "index.md").read_text().splitlines()
                     if line.startswith(f"| #{study.best_trial.number} |"))
     assert "| 2 | 2 | COMPLETE |" in best_row  # 2 epochs, 2 seeds
+
+
+def test_worker_processes_split_the_cores_unless_the_user_chose_a_thread_count():
+    cores = len(os.sched_getaffinity(0))
+    assert worker_env({}, "sqlite:///x.db", 1)["OMP_NUM_THREADS"] == str(cores)
+    assert worker_env({}, "sqlite:///x.db", cores + 1)["OMP_NUM_THREADS"] == "1"  # never 0
+    chosen = worker_env({"OMP_NUM_THREADS": "3", "MNIST_SEARCH_STORAGE": "old"}, "sqlite:///x.db", 2)
+    assert chosen["OMP_NUM_THREADS"] == "3" and chosen["MNIST_SEARCH_STORAGE"] == "sqlite:///x.db"
