@@ -99,7 +99,15 @@ def fit(
         # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md);
         # eager oneDNN training is faster contiguous.
         channels_last = compile_model and device.type == "cpu"
-    with own_stream(device) if device.type == "cuda" else contextlib.nullcontext():
+    with contextlib.ExitStack() as context:
+        if device.type == "cuda":
+            context.enter_context(own_stream(device))
+        if compile_model:
+            # Dropout's own generator breaks the graph, so Dynamo compiles ConvBlock.forward once
+            # per block; past its default limit of 8 the remaining blocks ran eagerly (every
+            # depthwise-separable network in session 7's CPU logs has 9 or more blocks).
+            blocks = sum(1 for _ in model.modules())
+            context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * blocks)))
         return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
                     channels_last, bf16)
 

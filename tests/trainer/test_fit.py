@@ -107,6 +107,15 @@ def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit
                        compile_model=True).status == "completed"
 
 
+def test_a_compiled_network_of_many_blocks_with_dropout_compiles_every_block(data):
+    """Dropout's generator splits the compiled graph per block; none of 12 blocks may fall back to eager."""
+    layers = [Conv(4, dropout=0.05), *(Conv(4 + i, k=1, dropout=0.05) for i in range(10)), Conv(10, k=1, post=()), GAP()]
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=0)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        assert fit(build_seeded(ArchSpec(tuple(layers)), 0), config, data.train, data.val, device="cpu",
+                   compile_model=True).status == "completed"
+
+
 def test_dropout_draws_from_the_runs_own_generator(data):
     """Dropout masks come from the run's generator: the shared default one is left alone, and
     seeded runs repeat exactly."""
