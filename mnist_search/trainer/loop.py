@@ -106,8 +106,9 @@ def fit(
             # Dropout's own generator breaks the graph, so Dynamo compiles ConvBlock.forward once
             # per block; past its default limit of 8 the remaining blocks ran eagerly (every
             # depthwise-separable network in session 7's CPU logs has 9 or more blocks).
-            blocks = sum(1 for _ in model.modules())
-            context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * blocks)))
+            # Twice the module count: more than the blocks there are, in training and evaluation.
+            modules = sum(1 for _ in model.modules())
+            context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * modules)))
         return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
                     channels_last, bf16)
 
