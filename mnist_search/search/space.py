@@ -3,9 +3,10 @@
 Structure is sampled directly (convs per block, padding, where the 1x1 squeeze goes,
 BatchNorm/ReLU order, head variant, dropout, full or depthwise-separable 3x3 convs);
 channel widths are sampled as *relative* widths and then scaled by the largest width unit
-that keeps the analytic parameter count within the budget. So every sample fits the budget by construction, and a sample is
-infeasible only when even the narrowest version of its structure does not fit or its
-feature map collapses; those are rejected before anything is built.
+that keeps the analytic parameter count within the budget. So every sample fits the budget
+by construction, and a sample is infeasible only when even the narrowest version of its
+structure does not fit or its feature map collapses; those are rejected before anything is
+built.
 
 ``spec_from_choices`` is the deterministic half: given the structural choices and
 absolute widths it emits the flat spec. Tests use it to show every preset lies in the space.
