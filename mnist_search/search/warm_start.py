@@ -27,8 +27,8 @@ def enqueue(study: optuna.Study, source_name: str, trials: list[optuna.trial.Fro
     """Queue ``trials`` (of study ``source_name``) as the next trials of ``study``; the numbers queued now.
 
     Parameters the space gained after ``trials`` ran are fixed to what those trials trained
-    (``LATER_PARAMS``). A trial this study already holds, queued, run or retried, is not queued again, so resuming
-    a warm-started study repeats nothing.
+    (``LATER_PARAMS``). A trial this study already holds, queued, run or retried, is not
+    queued again, so resuming a warm-started study repeats nothing.
     """
     labels = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
     queued = []
