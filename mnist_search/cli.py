@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--first-seed", type=int, default=0,
                          help="seeds run from this one up (default 0); fresh seeds re-check a confirmed trial "
                               "(the new confirmation replaces the stored one)")
+    confirm.add_argument("--workers", type=int, default=1,
+                         help="seeds trained at once, each in its own process with its share of the CPU cores "
+                              "(default 1); on a GPU they share it")
     confirm.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
     confirm.add_argument("--target", type=float, default=99.4, help="test accuracy every last-K epoch must reach (default 99.4)")
     confirm.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import optuna
@@ -12,7 +13,7 @@ from mnist_search.errors import ConfigError, UserError
 from mnist_search.search import open_study, ranked
 from mnist_search.search.confirm import CONFIRM_KEY, confirm_trial
 from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
-from mnist_search.trainer import load_mnist, resolve_device
+from mnist_search.trainer import cpu_threads_per_process, load_mnist, resolve_device
 
 
 def summary_row(label: str, params: int, stats: dict, verdict: str) -> list[str]:
@@ -20,9 +21,15 @@ def summary_row(label: str, params: int, stats: dict, verdict: str) -> list[str]
             f"{stats['last_k_mean']:.2f} ± {stats['last_k_std']:.2f}", f"{stats['last_k_min']:.2f}", verdict]
 
 
+def print_progress(seed: int, epoch: int, metrics: dict) -> None:
+    """One line per seed and epoch; module-level, as ``confirm --workers`` calls it in the worker processes."""
+    raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
+    print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    if (not args.trial and args.top < 1) or args.seeds < 1:
-        raise ConfigError("--top and --seeds must be at least 1")
+    if (not args.trial and args.top < 1) or args.seeds < 1 or args.workers < 1:
+        raise ConfigError("--top, --seeds and --workers must be at least 1")
     if args.first_seed < 0:
         raise ConfigError(f"--first-seed must be 0 or more, got {args.first_seed}")
     device = resolve_device(args.device)
@@ -48,19 +55,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         top = ranked(completed, args.top)
     data = load_mnist(args.data_dir, val_size=args.val_size)
+    workers = min(args.workers, args.seeds)
+    at_once = f", {workers} at once" if workers > 1 else ""
+    if workers > 1 and device.type != "cuda":
+        at_once += f" ({os.environ.get('OMP_NUM_THREADS') or cpu_threads_per_process(workers)} CPU threads each)"
     rows = []
     for trial in top:
         epochs = trial.user_attrs["config"]["epochs"]
         print(f"confirming trial #{trial.number} ({trial.user_attrs['params']:,} params): {args.seeds} seeds "
               f"({args.first_seed}-{args.first_seed + args.seeds - 1}) x "
-              f"{epochs} epochs on {len(data.full_train()):,} images, scored on the test set", flush=True)
-
-        def progress(seed: int, epoch: int, metrics: dict) -> None:
-            raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
-            print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}", flush=True)
-
+              f"{epochs} epochs on {len(data.full_train()):,} images{at_once}, scored on the test set", flush=True)
         result = confirm_trial(study, trial, data, args.seeds, args.last_k, args.target, str(device), artifact_dir,
-                               args.compile, on_epoch=progress, first_seed=args.first_seed)
+                               args.compile, on_epoch=print_progress, first_seed=args.first_seed, workers=workers)
         study.set_user_attr(CONFIRM_KEY.format(number=trial.number), result)
         rows.append(summary_row(f"#{trial.number}", trial.user_attrs["params"], result,
                                 "yes" if result["consistent"] else "no"))

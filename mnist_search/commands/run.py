@@ -19,7 +19,7 @@ from mnist_search.search import Objective, TrainingDiverged, is_pareto, make_pru
 from mnist_search.search.objective import pruned_at
 from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
-from mnist_search.trainer import load_mnist, resolve_device
+from mnist_search.trainer import cpu_threads_per_process, load_mnist, resolve_device
 
 # The narrowest network the space can build (one 4-wide conv per block and a 1x1 head) has ~300 parameters.
 MIN_BUDGET = 300
@@ -155,15 +155,9 @@ class Progress:
 
 
 def worker_env(environ: dict[str, str], url: str, workers: int) -> dict[str, str]:
-    """The environment of each of ``workers`` local worker processes.
-
-    PyTorch starts one CPU thread per core in every process, so K workers on one machine would
-    each run as many threads as it has cores and slow each other down (bench/workers.py: 2
-    workers on this 2-core CPU train 4-5x faster with one thread each). The cores are split
-    between them instead, unless the user set OMP_NUM_THREADS.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"OMP_NUM_THREADS": str(max(1, cores // workers)), **environ, STORAGE_ENV: url}
+    """The environment of each of ``workers`` local worker processes: the cores split between
+    them (``cpu_threads_per_process``), unless the user set OMP_NUM_THREADS."""
+    return {"OMP_NUM_THREADS": str(cpu_threads_per_process(workers)), **environ, STORAGE_ENV: url}
 
 
 def _run_workers(args: argparse.Namespace, study_name: str, url: str) -> int:

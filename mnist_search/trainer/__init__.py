@@ -3,9 +3,9 @@
 from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNISTData, Split, load_mnist, resolve_data_dir
 from mnist_search.trainer.loop import FitResult, evaluate, fit, resolve_device, to_device
-from mnist_search.trainer.setup import build_seeded, should_compile, splits_for
+from mnist_search.trainer.setup import build_seeded, cpu_threads_per_process, should_compile, splits_for
 
 __all__ = [
-    "FitResult", "MNISTData", "Split", "TrainConfig", "build_seeded", "evaluate", "fit",
+    "FitResult", "MNISTData", "Split", "TrainConfig", "build_seeded", "cpu_threads_per_process", "evaluate", "fit",
     "load_mnist", "resolve_data_dir", "resolve_device", "should_compile", "splits_for", "to_device",
 ]

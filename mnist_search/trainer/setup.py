@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import torch
@@ -17,6 +18,17 @@ COMPILE_MIN_STEPS = 2000
 
 
 _GLOBAL_RNG = threading.Lock()  # `run --jobs K` builds networks from several threads
+
+
+def cpu_threads_per_process(processes: int) -> int:
+    """This machine's cores split between ``processes`` training processes, at least one each.
+
+    PyTorch starts one CPU thread per core in every process, so K processes on one machine
+    would each run as many threads as it has cores and slow each other down (bench/workers.py:
+    2 processes on a 2-core CPU train 4-5x faster with one thread each than with two).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // processes)
 
 
 def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:

@@ -12,11 +12,13 @@ import urllib.request
 
 import optuna
 import torch
+from safetensors.torch import load_file
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
 from mnist_search.commands.run import worker_env
 from mnist_search.search import Objective, open_study
+from mnist_search.search.confirm import use_threads
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist
 from tests.cli.test_cli_basics import assert_user_error, cli
@@ -274,6 +276,46 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert re.findall(r"confirming trial #(\d+)", top.stdout) == [str(n) for n in ranked[:2]]
     assert sorted(k for k in study.user_attrs if k.startswith("confirm:")) == sorted(f"confirm:{n}" for n in ranked[:2])
     assert cli("confirm", "--top", "1", "--trial", "0", "--storage", url).returncode == 2  # one or the other
+
+
+def test_confirm_workers_train_seeds_in_parallel_processes_exactly_as_one_after_another(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 'parallel.db'}"
+    assert cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    confirm = ("confirm", "--trial", "0", "--seeds", "2", "--last-k", "1", "--compile", "off", "--storage", url,
+               "--data-dir", str(tiny_mnist), "--val-size", "100")
+    one_thread = {"OMP_NUM_THREADS": "1"}  # the same arithmetic both ways, so the same numbers
+
+    def confirmed(*extra: str) -> tuple[dict, list[dict], str]:
+        result = cli(*confirm, *extra, env=one_thread)
+        assert result.returncode == 0, result.stderr
+        confirmation = optuna.load_study(study_name="mnist-search", storage=url).user_attrs["confirm:0"]
+        weights = [load_file(tmp_path / "artifacts" / r["weights_artifact"]) for r in confirmation["runs"]]
+        return confirmation, weights, result.stdout
+
+    sequential, sequential_weights, _ = confirmed("--artifacts", str(tmp_path / "artifacts"))
+    parallel, parallel_weights, stdout = confirmed("--workers", "2", "--artifacts", str(tmp_path / "artifacts"))
+    assert "2 seeds (0-1) x 2 epochs on" in stdout and "2 at once (1 CPU threads each)" in stdout
+    assert "seed 0 epoch  2" in stdout and "seed 1 epoch  2" in stdout  # progress from the worker processes
+    assert [r["seed"] for r in parallel["runs"]] == [0, 1] and [r["cpu_threads"] for r in parallel["runs"]] == [1, 1]
+    assert [r["test_acc"] for r in parallel["runs"]] == [r["test_acc"] for r in sequential["runs"]]
+    assert parallel["final_mean"] == sequential["final_mean"]
+    for ours, theirs in zip(parallel_weights, sequential_weights, strict=True):
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert_user_error(cli(*confirm, "--workers", "0"), "--workers must be at least 1")
+
+
+def test_a_confirm_worker_takes_its_share_of_the_cores_unless_the_user_chose(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        torch.set_num_threads(2)
+        use_threads(1)
+        assert torch.get_num_threads() == 2  # the user's setting, already applied at start-up, stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        use_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_pareto_search_and_export_within_any_budget(tiny_mnist, tmp_path):
