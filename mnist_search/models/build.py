@@ -15,12 +15,24 @@ class SeededDropout(nn.Dropout):
     nn.Dropout draws from the process-wide default generator, which every thread shares: a
     CUDA graph captured in one thread fails on another thread's draws from it (seen on the
     H100 with `run --jobs 8`), and seeded runs would depend on what other threads drew.
+
+    torch.compile cannot trace a draw from a generator object: the graph broke at every
+    block, and compiled CPU training with dropout ran slower than eager (bench/dropout.py).
+    So for compiled training the trainer draws each step's uniform ``noise`` (this layer's
+    input shape) from the run's generator outside the graph, and the layer keeps the
+    elements whose noise is at least ``p``: the same Bernoulli(1 - p) mask, traced as plain
+    tensor ops.
     """
 
     generator: torch.Generator | None = None
+    noise: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or self.generator is None:
+        if not self.training or self.p == 0:
+            return super().forward(x)
+        if self.noise is not None:
+            return x * (self.noise >= self.p) * (1 / (1 - self.p))
+        if self.generator is None:
             return super().forward(x)
         keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
         return x * keep * (1 / (1 - self.p))

@@ -103,14 +103,19 @@ def fit(
         if device.type == "cuda":
             context.enter_context(own_stream(device))
         if compile_model:
-            # Dropout's own generator breaks the graph, so Dynamo compiles ConvBlock.forward once
-            # per block; past its default limit of 8 the remaining blocks ran eagerly (every
-            # depthwise-separable network in session 7's CPU logs has 9 or more blocks).
+            # A graph break inside ConvBlock (as dropout's generator draws once caused) makes
+            # Dynamo compile ConvBlock.forward once per block, and past its default limit of 8
+            # the remaining blocks ran eagerly, silently (session 7's separable networks).
             # Twice the module count: more than the blocks there are, in training and evaluation.
             modules = sum(1 for _ in model.modules())
             context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * modules)))
-        return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
-                    channels_last, bf16)
+        try:
+            return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
+                        channels_last, bf16)
+        finally:
+            for module in model.modules():
+                if isinstance(module, SeededDropout):
+                    module.noise = None  # the last step's, of no use after training
 
 
 def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph, channels_last,
@@ -139,6 +144,9 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         # silently trained the rest eagerly (seen in the CPU search's log). Each fit
         # compiles a new network, so the previous fits' graphs are dropped first.
         torch.compiler.reset()
+    # Compiled, dropout takes noise drawn outside the graph (SeededDropout says why).
+    dropout_shapes = _dropout_input_shapes(model, (config.batch_size, 1, 28, 28), device, memory_format) \
+        if compile_model else {}
     step_model = torch.compile(model) if compile_model else model
     average = WeightAverage(model, decay_for(config.ema_epochs, steps_per_epoch)) if config.ema_epochs else None
     optimizer = make_optimizer(model.parameters(), config, lr_on_device=device if use_graph else None)
@@ -155,6 +163,8 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
                 images, augment_generator, config.rotation, config.translate, (config.scale_min, config.scale_max),
                 fill=BLACK,
             )
+        for dropout, shape in dropout_shapes.items():
+            dropout.noise = torch.rand(shape, device=device, generator=augment_generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
             logits = step_model(images.contiguous(memory_format=memory_format))
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
@@ -221,6 +231,25 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
     if average is not None:
         average.copy_into_source()
     return result
+
+
+@torch.no_grad()
+def _dropout_input_shapes(model: nn.Module, batch_shape: tuple[int, ...], device: torch.device,
+                          memory_format: torch.memory_format) -> dict[SeededDropout, torch.Size]:
+    """The input shape of each dropout layer for a training batch, from one eval-mode pass
+    (so BatchNorm's running statistics are left alone)."""
+    shapes = {}
+    hooks = [module.register_forward_pre_hook(lambda layer, args: shapes.__setitem__(layer, args[0].shape))
+             for module in model.modules() if isinstance(module, SeededDropout)]
+    was_training = model.training
+    try:
+        model.eval()
+        model(torch.zeros(batch_shape, device=device).contiguous(memory_format=memory_format))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return shapes
 
 
 def _lr_setter(optimizer: torch.optim.Optimizer) -> Callable[[float], None]:
