@@ -17,7 +17,7 @@ class SeededDropout(nn.Dropout):
     H100 with `run --jobs 8`), and seeded runs would depend on what other threads drew.
 
     torch.compile cannot trace a draw from a generator object: the graph broke at every
-    block, and compiled CPU training with dropout ran slower than eager (bench/dropout.py).
+    block, and compiled CPU training with dropout ran slower than eager (bench/cpu_epoch.py).
     So for compiled training the trainer draws each step's uniform ``noise`` (this layer's
     input shape) from the run's generator outside the graph, and the layer keeps the
     elements whose noise is at least ``p``: the same Bernoulli(1 - p) mask, traced as plain

@@ -1,18 +1,21 @@
-"""Compiled CPU training with dropout: noise drawn outside the graph against the generator draw inside it.
+"""One trial's CPU epoch, eager and compiled: dropout's noise outside the graph vs the generator draw inside it, and separable convs.
 
 Builds one trial's structure (default: #164 of the 8k GPU study, dropout 0.005 after every
-conv) and times one ``fit`` epoch over the same images, alternating in one run:
+conv) at a parameter budget and times one ``fit`` epoch over the same images, alternating
+in one run:
 - eager;
 - compiled, dropout noise drawn outside the graph (the trainer now);
 - compiled, each layer drawing its mask from the run's generator inside the model (the
   trainer before: the draw breaks the graph at every block), reproduced by giving the
   trainer no dropout shapes;
-- compiled and eager with the dropout removed, for the cost of dropout itself.
+- compiled and eager with the dropout removed, for the cost of dropout itself;
+- compiled and eager with depthwise-separable 3x3 convs (``separable``), widths rescaled to
+  the same budget as the search space does.
 Each measurement is the second epoch of a two-epoch ``fit`` (a trial compiles once, in its
 first epoch, and every fit compiles afresh). Prints images/s per row (median over rounds) and
 the speedup of the compiled step over the generator draw.
 
-    python bench/dropout.py [--steps 60] [--rounds 3] [--data-dir ../shared/data]
+    python bench/cpu_epoch.py [--budget 8000] [--steps 60] [--rounds 3] [--data-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from unittest import mock
 import optuna
 import torch
 
-from mnist_search.models import build
+from mnist_search.models import ArchSpec, build, count_params
 from mnist_search.search.space import LATER_PARAMS, sample_choices, spec_from_choices
 from mnist_search.trainer import Split, TrainConfig, fit, load_mnist
 from mnist_search.trainer import loop
@@ -51,8 +54,10 @@ def main() -> None:
 
     stored = optuna.load_study(study_name=args.study_name, storage=args.storage).trials[args.trial].params
     params = {**LATER_PARAMS, **stored}  # a trial from before `separable` existed trained full convs
-    with_dropout = spec_from_choices(sample_choices(optuna.trial.FixedTrial(params), args.budget))
-    without = spec_from_choices(sample_choices(optuna.trial.FixedTrial({**params, "dropout": 0.0}), args.budget))
+    def at_budget(**changes) -> ArchSpec:
+        return spec_from_choices(sample_choices(optuna.trial.FixedTrial({**params, **changes}), args.budget))
+
+    with_dropout, without, separable = at_budget(), at_budget(dropout=0.0), at_budget(separable=True)
     data = load_mnist(args.data_dir)
     images = args.steps * BATCH
     train = Split(data.train.images[:images], data.train.labels[:images])
@@ -60,6 +65,8 @@ def main() -> None:
     print(f"device: CPU ({torch.get_num_threads()} threads); torch {torch.__version__}; trial #{args.trial} "
           f"(dropout {params['dropout']:.4f}) at {args.budget:,} params; {args.steps} steps x batch {BATCH}, "
           f"{args.rounds} rounds")
+    for label, spec in (("full", with_dropout), ("separable", separable)):
+        print(f"  {label}: {count_params(spec):,} params, {len(spec.layers)} layers")
 
     generator_draw = mock.patch.object(loop, "_dropout_input_shapes", return_value={})
     rows = {  # label -> (spec, compiled, context)
@@ -68,6 +75,8 @@ def main() -> None:
         "compiled, generator draw (before)": (with_dropout, True, generator_draw),
         "eager, no dropout": (without, False, None),
         "compiled, no dropout": (without, True, None),
+        "eager, separable": (separable, False, None),
+        "compiled, separable": (separable, True, None),
     }
 
     def timed(label: str) -> float:
@@ -86,6 +95,8 @@ def main() -> None:
     print(f"compiled speedup, noise outside vs generator draw: "
           f"{rate['compiled, noise outside the graph'] / rate['compiled, generator draw (before)']:.2f}x")
     print(f"compiled (noise outside) vs eager: {rate['compiled, noise outside the graph'] / rate['eager']:.2f}x")
+    for mode, full in (("eager", "eager"), ("compiled", "compiled, noise outside the graph")):
+        print(f"separable/full epoch time, {mode}: {rate[full] / rate[f'{mode}, separable']:.2f}x")
 
 
 if __name__ == "__main__":
