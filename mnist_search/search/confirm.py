@@ -35,7 +35,8 @@ def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MN
     """
     spec = ArchSpec.from_dict(trial.user_attrs["spec"])
     recipe = TrainConfig.from_dict(trial.user_attrs["config"])
-    jobs = [(spec, recipe.replace(seed=seed), data.full_train(), data.test, device, compile_choice, on_epoch)
+    train = data.full_train()  # one concatenation of the 60k images for every seed
+    jobs = [(spec, recipe.replace(seed=seed), train, data.test, device, compile_choice, on_epoch)
             for seed in range(first_seed, first_seed + seeds)]
     if workers == 1:
         trained = [train_seed(*job) for job in jobs]

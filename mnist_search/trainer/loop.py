@@ -22,6 +22,7 @@ from torch import nn
 
 from mnist_search.errors import ConfigError
 from mnist_search.models.build import SeededDropout
+from mnist_search.models.spec import INPUT_SHAPE
 from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.averaging import WeightAverage, decay_for
 from mnist_search.trainer.config import TrainConfig
@@ -145,7 +146,7 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         # compiles a new network, so the previous fits' graphs are dropped first.
         torch.compiler.reset()
     # Compiled, dropout takes noise drawn outside the graph (SeededDropout says why).
-    dropout_shapes = _dropout_input_shapes(model, (config.batch_size, 1, 28, 28), device, memory_format) \
+    dropout_shapes = _dropout_input_shapes(model, (config.batch_size, *INPUT_SHAPE), device, memory_format) \
         if compile_model else {}
     step_model = torch.compile(model) if compile_model else model
     average = WeightAverage(model, decay_for(config.ema_epochs, steps_per_epoch)) if config.ema_epochs else None
