@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_STORAGE, STORAGE_ENV
 from mnist_search.errors import UserError
 from mnist_search.storage.resilient import ResilientRDBStorage
+from mnist_search.storage.sqlite import begin_immediate
 
 SCHEMES = ("sqlite", "postgresql")
 # A worker that stops heart-beating for the grace period is presumed dead: the next worker
@@ -56,7 +57,7 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we want
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ResilientRDBStorage(
+            storage = ResilientRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=max(1, heartbeat_grace // 4),
@@ -66,6 +67,9 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"cannot open storage {shown}: {reason}") from None
+    if backend == "sqlite" and parsed.database:  # a file; an in-memory database has one connection
+        begin_immediate(storage.engine)  # else two threads or workers can take the same queued trial
+    return storage
 
 
 def default_artifact_dir(url: str) -> Path:
