@@ -1,0 +1,109 @@
+"""Net: the best network of mnist-search study 'gpu-2k'
+
+Exported by mnist-search from study 'gpu-2k' trial #0 (sqlite:///results/search-gpu/study.db).
+
+Parameters: 1,983
+Receptive field: 28
+Score (mean validation accuracy of the last epochs): 98.920%, the mean over 2 training seeds (98.806, 99.034)
+Minimum validation accuracy over those epochs: 98.74%
+Validation accuracy per epoch (first seed): 96.26, 98.05, 98.02, 98.42, 98.30, 98.35, 98.60, 98.67, 98.54, 98.70, 98.86, 98.77, 98.74, 98.84, 98.82
+Confirmed on the MNIST test set (3 seeds, trained on all 60,000 training images):
+  final test accuracy 99.03 +- 0.08%; last 5 epochs 98.98 +- 0.09%, minimum 98.84%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 96.24, 96.35, 98.51, 98.49, 98.78, 98.55, 98.67, 98.70, 98.72, 98.82, 98.98, 98.84, 98.93, 98.85, 98.99
+  seed 1: 97.86, 97.98, 98.60, 98.70, 98.72, 98.89, 98.74, 99.01, 99.02, 98.95, 99.13, 99.06, 99.07, 99.06, 99.14
+  seed 2: 97.39, 97.98, 98.64, 98.77, 98.78, 98.81, 98.84, 98.88, 98.91, 98.97, 99.02, 98.84, 98.94, 98.96, 98.95
+Weights (load_weights): confirmation seed 0, the median of 3 completed seeds, trained on all 60,000 training images; its final test accuracy is 98.99%.
+Training recipe (mnist_search TrainConfig):
+{
+    "epochs": 15,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "lr": 0.14262648872015432,
+    "momentum": 0.8223017363250852,
+    "nesterov": true,
+    "weight_decay": 1.806410264965772e-05,
+    "scheduler": "cosine",
+    "step_size": 6,
+    "gamma": 0.1,
+    "pct_start": 0.3,
+    "div_factor": 25.0,
+    "final_div_factor": 10000.0,
+    "rotation": 3.6480667346083724,
+    "translate": 0.0681800437280925,
+    "scale_min": 1.0,
+    "scale_max": 1.0,
+    "label_smoothing": 0.015503881719542315,
+    "ema_epochs": 0.0,
+    "seed": 0
+}
+
+Architecture (mnist_search ArchSpec):
+{"layers": [{"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 10}, {"op": "conv", "out": 15, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 9, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 9, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 9}, {"op": "conv", "out": 23, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 23, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 23}, {"op": "conv", "out": 23, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
+"""
+
+import json
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    """Conv, then BatchNorm/ReLU in the given order, then dropout."""
+
+    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0):
+        super().__init__()
+        self.order = tuple(order)
+        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(cout) if "bn" in self.order else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        for op in self.order:
+            x = self.bn(x) if op == "bn" else torch.relu(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class Net(nn.Module):
+    """1,983 parameters, receptive field 28; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            ConvBlock(1, 10, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 0: -> 10x26x26, RF 3, 110 params
+            ConvBlock(10, 10, 3, pad=0, dilation=1, groups=10, bias=False, order=('bn',), dropout=0.0),  # 1: -> 10x24x24, RF 5, 110 params
+            ConvBlock(10, 15, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 2: -> 15x24x24, RF 5, 180 params
+            nn.MaxPool2d(2),  # 3: -> 15x12x12, RF 6, 0 params
+            ConvBlock(15, 9, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 4: -> 9x12x12, RF 6, 153 params
+            ConvBlock(9, 9, 3, pad=0, dilation=1, groups=9, bias=False, order=('bn',), dropout=0.0),  # 5: -> 9x10x10, RF 10, 99 params
+            ConvBlock(9, 23, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 6: -> 23x10x10, RF 10, 253 params
+            ConvBlock(23, 23, 3, pad=0, dilation=1, groups=23, bias=False, order=('bn',), dropout=0.0),  # 7: -> 23x8x8, RF 14, 253 params
+            ConvBlock(23, 23, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 8: -> 23x8x8, RF 14, 575 params
+            nn.AdaptiveAvgPool2d(1),  # 9: -> 23x1x1, RF 28, 0 params
+            ConvBlock(23, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 10: -> 10x1x1, RF 28, 250 params
+        )
+
+    def forward(self, x):
+        return self.blocks(x).flatten(1)  # N x 10 logits
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+
+
+def load_weights(path, model=None):
+    """Load safetensors weights into ``model`` (a new Net by default) without unpickling anything."""
+    model = model if model is not None else Net()
+    with open(path, "rb") as f:
+        blob = f.read()
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    header.pop("__metadata__", None)
+    start = 8 + header_len
+    state = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(blob[start + begin : start + end])
+        tensor = torch.frombuffer(raw, dtype=_DTYPES[info["dtype"]]) if raw else torch.empty(0, dtype=_DTYPES[info["dtype"]])
+        state[name] = tensor.reshape(info["shape"])
+    model.load_state_dict(state)
+    return model.eval()
