@@ -71,11 +71,21 @@ def weights_source(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tupl
         chosen, completed = representative
         return chosen["weights_artifact"], f"confirmation seed {chosen['seed']} of trial #{trial.number}", (
             f"Weights (load_weights): confirmation seed {chosen['seed']}, the median of {completed} completed"
-            f" seeds, trained on all 60,000 training images; its final test accuracy is {chosen['test_acc'][-1]:.2f}%.")
+            f" seeds, trained on all 60,000 training images; its final test accuracy is {chosen['test_acc'][-1]:.2f}%"
+            f"{measured_on(chosen.get('device'))}.")
     final = (trial.user_attrs.get("history") or [{}])[-1].get("eval_acc", float("nan"))
     return trial.user_attrs.get("weights_artifact"), f"trial #{trial.number}", (
         f"Weights (load_weights): the search trial's own, trained on the training split; final validation "
         f"accuracy {final:.2f}%.")
+
+
+def measured_on(device: str | None) -> str:
+    """Where a confirmation seed was scored (runs confirmed before session 9 did not record it)."""
+    if device == "cuda":
+        # Seen on the H100: one test image whose top two logits differed by 0.0004 flipped (RESULTS.md).
+        return (" (scored on a CUDA GPU, where PyTorch runs convolutions in TF32: on a CPU an image whose"
+                " top two logits nearly tie can fall the other way)")
+    return f" (scored on the {device.upper()})" if device else ""
 
 
 def seeds_text(trial: optuna.trial.FrozenTrial) -> str:

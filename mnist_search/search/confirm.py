@@ -63,7 +63,7 @@ def train_seed(spec: ArchSpec, config: TrainConfig, train: Split, test: Split, d
                  on_epoch=functools.partial(on_epoch, config.seed) if on_epoch else None,
                  compile_model=should_compile(compile_choice, config, len(train), device))
     run = {"seed": config.seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
-           "cpu_threads": torch.get_num_threads()}
+           "cpu_threads": torch.get_num_threads(), "device": torch.device(device).type}
     if config.ema_epochs:
         run["raw_test_acc"] = [m["raw_eval_acc"] for m in result.history]  # what the average changed
     return run, {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}

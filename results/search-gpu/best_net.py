@@ -1,22 +1,22 @@
-"""Net: the best network of mnist-search study 'ema-8k'
+"""Net: the best network of mnist-search study 'ema-8k-variants'
 
-Exported by mnist-search from study 'ema-8k' trial #0 (sqlite:///results/search-gpu/study.db).
+Exported by mnist-search from study 'ema-8k-variants' trial #5 (sqlite:///results/search-gpu/study.db).
 
-Parameters: 7,712
+Parameters: 7,468
 Receptive field: 28
-Score (mean validation accuracy of the last epochs): 99.450%
-Minimum validation accuracy over those epochs: 99.42%
-Validation accuracy per epoch: 98.26, 98.90, 99.08, 99.27, 99.30, 99.37, 99.45, 99.46, 99.40, 99.42, 99.42, 99.47, 99.46, 99.45, 99.45
+Score (mean validation accuracy of the last epochs): 99.481%, the mean over 4 training seeds (99.460, 99.552, 99.458, 99.456)
+Minimum validation accuracy over those epochs: 99.44%
+Validation accuracy per epoch (first seed): 98.59, 99.01, 99.07, 99.16, 99.20, 99.32, 99.36, 99.38, 99.37, 99.44, 99.44, 99.47, 99.46, 99.47, 99.46
 Confirmed on the MNIST test set (6 seeds, trained on all 60,000 training images):
-  final test accuracy 99.50 +- 0.04%; last 5 epochs 99.49 +- 0.04%, minimum 99.40%; every last-5 epoch of every seed >= 99.4%: yes
-  seed 0: 98.65, 99.14, 99.27, 99.36, 99.43, 99.50, 99.44, 99.44, 99.46, 99.41, 99.40, 99.42, 99.41, 99.43, 99.43
-  seed 1: 98.70, 99.21, 99.32, 99.32, 99.34, 99.43, 99.44, 99.46, 99.48, 99.53, 99.51, 99.51, 99.51, 99.54, 99.53
-  seed 2: 99.04, 99.25, 99.33, 99.41, 99.40, 99.46, 99.42, 99.46, 99.45, 99.47, 99.46, 99.46, 99.51, 99.49, 99.49
-  seed 3: 98.88, 99.21, 99.20, 99.30, 99.42, 99.43, 99.48, 99.50, 99.50, 99.53, 99.49, 99.50, 99.50, 99.51, 99.52
-  seed 4: 98.92, 99.25, 99.34, 99.45, 99.47, 99.44, 99.52, 99.55, 99.54, 99.51, 99.54, 99.48, 99.50, 99.51, 99.52
-  seed 5: 98.82, 99.33, 99.27, 99.46, 99.57, 99.52, 99.51, 99.49, 99.52, 99.53, 99.52, 99.52, 99.53, 99.52, 99.54
-  the same runs' raw (unaveraged) weights: final 99.52 +- 0.04%, minimum of the last 5 99.35%
-Weights (load_weights): confirmation seed 3, the median of 6 completed seeds, trained on all 60,000 training images; its final test accuracy is 99.52%.
+  final test accuracy 99.52 +- 0.04%; last 5 epochs 99.52 +- 0.05%, minimum 99.43%; every last-5 epoch of every seed >= 99.4%: yes
+  seed 0: 98.99, 99.19, 99.32, 99.34, 99.45, 99.48, 99.52, 99.53, 99.51, 99.50, 99.53, 99.50, 99.52, 99.53, 99.53
+  seed 1: 99.14, 99.41, 99.54, 99.43, 99.56, 99.56, 99.59, 99.56, 99.60, 99.58, 99.58, 99.55, 99.55, 99.56, 99.53
+  seed 2: 98.99, 99.29, 99.29, 99.45, 99.47, 99.53, 99.56, 99.53, 99.53, 99.54, 99.51, 99.53, 99.52, 99.55, 99.54
+  seed 3: 98.98, 99.30, 99.36, 99.41, 99.40, 99.38, 99.42, 99.43, 99.45, 99.46, 99.44, 99.43, 99.44, 99.43, 99.44
+  seed 4: 99.03, 99.37, 99.39, 99.47, 99.52, 99.51, 99.51, 99.53, 99.56, 99.50, 99.56, 99.56, 99.55, 99.59, 99.58
+  seed 5: 99.18, 99.33, 99.39, 99.38, 99.44, 99.47, 99.45, 99.43, 99.49, 99.46, 99.45, 99.49, 99.49, 99.50, 99.52
+  the same runs' raw (unaveraged) weights: final 99.52 +- 0.04%, minimum of the last 5 99.36%
+Weights (load_weights): confirmation seed 0, the median of 6 completed seeds, trained on all 60,000 training images; its final test accuracy is 99.53%.
 The network evaluated above and shipped is an exponential moving average of the training weights over about 1 epoch(s) of steps (TrainConfig.ema_epochs), not the last step's.
 Training recipe (mnist_search TrainConfig):
 {
@@ -26,7 +26,7 @@ Training recipe (mnist_search TrainConfig):
     "lr": 0.00822550851112321,
     "momentum": 0.9,
     "nesterov": false,
-    "weight_decay": 0.0005540437701526845,
+    "weight_decay": 0.001,
     "scheduler": "cosine",
     "step_size": 6,
     "gamma": 0.1,
@@ -43,7 +43,7 @@ Training recipe (mnist_search TrainConfig):
 }
 
 Architecture (mnist_search ArchSpec):
-{"layers": [{"op": "conv", "out": 12, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 14, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 8, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 19, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 18, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
+{"layers": [{"op": "conv", "out": 28, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 28, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 28}, {"op": "conv", "out": 32, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 19, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 19, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 19}, {"op": "conv", "out": 44, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 44, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 44}, {"op": "conv", "out": 23, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 23, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 23}, {"op": "conv", "out": 23, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "conv", "out": 23, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 23}, {"op": "conv", "out": 42, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.004833428705929923, "dilation": 1, "groups": 1}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
 """
 
 import json
@@ -70,21 +70,26 @@ class ConvBlock(nn.Module):
 
 
 class Net(nn.Module):
-    """7,712 parameters, receptive field 28; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
+    """7,468 parameters, receptive field 28; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
 
     def __init__(self):
         super().__init__()
         self.blocks = nn.Sequential(
-            ConvBlock(1, 12, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 0: -> 12x26x26, RF 3, 132 params
-            ConvBlock(12, 14, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 1: -> 14x24x24, RF 5, 1540 params
-            ConvBlock(14, 8, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.004833428705929923),  # 2: -> 8x24x24, RF 5, 128 params
-            nn.MaxPool2d(2),  # 3: -> 8x12x12, RF 6, 0 params
-            ConvBlock(8, 19, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 4: -> 19x10x10, RF 10, 1406 params
-            ConvBlock(19, 10, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 5: -> 10x8x8, RF 14, 1730 params
-            ConvBlock(10, 10, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 6: -> 10x6x6, RF 18, 920 params
-            ConvBlock(10, 18, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 7: -> 18x4x4, RF 22, 1656 params
-            nn.AdaptiveAvgPool2d(1),  # 8: -> 18x1x1, RF 28, 0 params
-            ConvBlock(18, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 9: -> 10x1x1, RF 28, 200 params
+            ConvBlock(1, 28, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 0: -> 28x26x26, RF 3, 308 params
+            ConvBlock(28, 28, 3, pad=0, dilation=1, groups=28, bias=False, order=('bn',), dropout=0.0),  # 1: -> 28x24x24, RF 5, 308 params
+            ConvBlock(28, 32, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 2: -> 32x24x24, RF 5, 960 params
+            ConvBlock(32, 19, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.004833428705929923),  # 3: -> 19x24x24, RF 5, 646 params
+            nn.MaxPool2d(2),  # 4: -> 19x12x12, RF 6, 0 params
+            ConvBlock(19, 19, 3, pad=0, dilation=1, groups=19, bias=False, order=('bn',), dropout=0.0),  # 5: -> 19x10x10, RF 10, 209 params
+            ConvBlock(19, 44, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 6: -> 44x10x10, RF 10, 924 params
+            ConvBlock(44, 44, 3, pad=0, dilation=1, groups=44, bias=False, order=('bn',), dropout=0.0),  # 7: -> 44x8x8, RF 14, 484 params
+            ConvBlock(44, 23, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 8: -> 23x8x8, RF 14, 1058 params
+            ConvBlock(23, 23, 3, pad=0, dilation=1, groups=23, bias=False, order=('bn',), dropout=0.0),  # 9: -> 23x6x6, RF 18, 253 params
+            ConvBlock(23, 23, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 10: -> 23x6x6, RF 18, 575 params
+            ConvBlock(23, 23, 3, pad=0, dilation=1, groups=23, bias=False, order=('bn',), dropout=0.0),  # 11: -> 23x4x4, RF 22, 253 params
+            ConvBlock(23, 42, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.004833428705929923),  # 12: -> 42x4x4, RF 22, 1050 params
+            nn.AdaptiveAvgPool2d(1),  # 13: -> 42x1x1, RF 28, 0 params
+            ConvBlock(42, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 14: -> 10x1x1, RF 28, 440 params
         )
 
     def forward(self, x):

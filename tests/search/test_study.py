@@ -247,6 +247,7 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     # and evaluating the module with them reproduces that seed's final test accuracy exactly.
     shipped = min(confirmation["runs"], key=lambda r: (r["test_acc"][-1], r["seed"]))
     assert f"confirmation seed {shipped['seed']}, the median of 2 completed seeds" in text
+    assert {r["device"] for r in confirmation["runs"]} == {"cpu"} and "(scored on the CPU)" in text
     evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {shipped['test_acc'][-1]:.2f}%" in evaluated.stdout
@@ -479,3 +480,11 @@ def test_worker_processes_split_the_cores_unless_the_user_chose_a_thread_count()
     assert worker_env({}, "sqlite:///x.db", cores + 1)["OMP_NUM_THREADS"] == "1"  # never 0
     chosen = worker_env({"OMP_NUM_THREADS": "3", "MNIST_SEARCH_STORAGE": "old"}, "sqlite:///x.db", 2)
     assert chosen["OMP_NUM_THREADS"] == "3" and chosen["MNIST_SEARCH_STORAGE"] == "sqlite:///x.db"
+
+
+def test_export_says_where_the_shipped_seed_was_scored():
+    from mnist_search.commands.export import measured_on
+
+    assert measured_on("cpu") == " (scored on the CPU)"
+    assert "TF32" in measured_on("cuda")  # GPU-scored accuracies can differ from a CPU evaluation by an image
+    assert measured_on(None) == ""  # confirmations stored before runs recorded their device

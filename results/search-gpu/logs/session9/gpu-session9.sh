@@ -52,5 +52,38 @@ D)
         --seeds 3 --first-seed $2 "${DATA[@]}" 2>&1 | tee "$OUT"/extra-$1.log
   done
   ;;
-*) echo "usage: $0 A|B|C|D"; exit 2 ;;
+E)
+  # Eight one-change variants of ema-8k #0 (#164 + weight average), 4 validation seeds each, no
+  # pruning; the best by validation (if not the unchanged network) confirmed with 6 test seeds.
+  # As run, with an omission: ema-8k #0's params predate "separable", so the sampler drew it for
+  # each enqueued trial (TPE, seed 0): variants #2, #4, #5, #7 are separable, 7,468 params
+  # (warm_start.enqueue fills such parameters in from LATER_PARAMS; this snippet did not).
+  mkdir -p .gpu && cp results/search-gpu/study.db .gpu/study.db
+  python3 - <<'PY'
+import optuna
+db = "sqlite:///.gpu/study.db"
+base = optuna.load_study(study_name="ema-8k", storage=db).trials[0].params
+study = optuna.create_study(study_name="ema-8k-variants", storage=db, direction="maximize")
+for label, change in [("unchanged", {}), ("ema_epochs 2", {"ema_epochs": 2.0}), ("ema_epochs 0.5", {"ema_epochs": 0.5}),
+                      ("rotation 5", {"rotation": 5.0}), ("label_smoothing 0.05", {"label_smoothing": 0.05}),
+                      ("weight_decay 1e-3", {"weight_decay": 1e-3}), ("lr x0.7", {"adam_lr": base["adam_lr"] * 0.7}),
+                      ("batch 128", {"batch_size": 128})]:
+    study.enqueue_trial({**base, **change}, user_attrs={"variant": label})
+PY
+  timeout 200 $ms run --storage $DB --study-name ema-8k-variants --trials 8 --jobs 8 --seeds-per-trial 4 --pruner none \
+      --seed 0 "${DATA[@]}" 2>&1 | tee "$OUT"/variants-8k.log
+  best=$(python3 -c "import optuna; print(optuna.load_study(study_name='ema-8k-variants', storage='$DB').best_trial.number)")
+  if [ "$best" != 0 ]; then
+    timeout 80 $ms confirm --storage $DB --study-name ema-8k-variants --trial "$best" --seeds 6 "${DATA[@]}" 2>&1 \
+        | tee "$OUT"/confirm-variant.log
+  fi
+  ;;
+F)
+  # Run inline on the warm machine after E: fresh seeds 6-8 of E's confirmed variant, on a copy.
+  trap - EXIT
+  cp .gpu/study.db /tmp/x.db
+  timeout 75 $ms confirm --storage sqlite:////tmp/x.db --artifacts /tmp/xa --study-name ema-8k-variants --trial 5 \
+      --seeds 3 --first-seed 6 "${DATA[@]}" 2>&1 | tee "$OUT"/extra-variant.log
+  ;;
+*) echo "usage: $0 A|B|C|D|E|F"; exit 2 ;;
 esac
