@@ -1,0 +1,34 @@
+"""The committed exports still evaluate to the test accuracy RESULTS.md states for them.
+
+Each exported module under results/ sits beside the `mnist-search evaluate` output that
+RESULTS.md quotes (evaluate.txt). Re-running the evaluation on the real MNIST test set must
+print the same accuracy, so a change to the export template, the weight format or the data
+loader cannot silently break a shipped network.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli_basics import cli
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+EXPORTS = sorted(p.parent for p in RESULTS.rglob("evaluate.txt"))
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("export", EXPORTS, ids=[str(p.relative_to(RESULTS)) for p in EXPORTS])
+def test_a_committed_export_evaluates_to_its_stated_accuracy(export: Path, real_mnist: Path):
+    stated = re.search(r"test accuracy ([\d.]+)%", (export / "evaluate.txt").read_text())
+    assert stated, f"{export}/evaluate.txt states no accuracy"
+    result = cli("evaluate", str(export / "best_net.py"), "--weights", str(export / "best_net.safetensors"),
+                 "--data-dir", str(real_mnist), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert f"test accuracy {stated[1]}%" in result.stdout
+
+
+def test_every_export_with_a_stated_accuracy_is_found():
+    assert len(EXPORTS) >= 6 and RESULTS / "search-gpu" in EXPORTS
