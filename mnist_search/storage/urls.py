@@ -49,7 +49,10 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
         raise UserError(f"unsupported storage {backend!r} in {shown}; use sqlite:///PATH.db or postgresql://...")
     if backend == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    if backend == "sqlite" and parsed.database:
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # Each thread (trials, heartbeats) would get its own empty database, and all of it is lost on exit.
+        raise UserError(f"an in-memory SQLite storage ({shown}) keeps no trials; use sqlite:///PATH.db")
+    if backend == "sqlite":
         parent = Path(parsed.database).expanduser().resolve().parent
         if not parent.is_dir():
             raise UserError(f"directory {parent} of the SQLite storage {shown} does not exist; create it first")
@@ -67,7 +70,7 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"cannot open storage {shown}: {reason}") from None
-    if backend == "sqlite" and parsed.database:  # a file; an in-memory database has one connection
+    if backend == "sqlite":
         begin_immediate(storage.engine)  # else two threads or workers can take the same queued trial
     return storage
 

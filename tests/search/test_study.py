@@ -150,6 +150,8 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli("run", "--timeout", "0", "--storage", db, *data), "--timeout must be a positive")
     assert_user_error(cli("run", "--seeds-per-trial", "0", "--storage", db, *data), "--seeds-per-trial must be")
     assert_user_error(cli("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
+    for in_memory in ("sqlite://", "sqlite:///:memory:"):
+        assert_user_error(cli("run", "--storage", in_memory, *data), "in-memory SQLite storage", "sqlite:///PATH.db")
     assert_user_error(cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data),
                       "cannot open storage", "***")
     assert "hunter2" not in cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data).stderr
