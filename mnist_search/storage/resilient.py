@@ -19,6 +19,8 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, RDBStorage
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from mnist_search.storage.sqlite import begin_immediate
+
 logger = logging.getLogger(__name__)
 
 RETRY_WINDOW_S = 90.0
@@ -53,7 +55,20 @@ def _retrying(method):
 
 
 class ResilientRDBStorage(RDBStorage):
-    """RDBStorage whose every storage operation is retried across transient database outages."""
+    """RDBStorage whose every storage operation is retried across transient database outages,
+    and whose SQLite transactions begin with the write lock (storage/sqlite.py)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock_sqlite_transactions()
+
+    def __setstate__(self, state: dict) -> None:  # unpickling builds a new engine
+        super().__setstate__(state)
+        self._lock_sqlite_transactions()
+
+    def _lock_sqlite_transactions(self) -> None:
+        if self.engine.dialect.name == "sqlite":  # else two threads or workers can take the same queued trial
+            begin_immediate(self.engine)
 
 
 # Every public storage operation, plus the private query Optuna runs to find stale trials.

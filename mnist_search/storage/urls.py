@@ -8,13 +8,12 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_STORAGE, STORAGE_ENV
 from mnist_search.errors import UserError
 from mnist_search.storage.resilient import ResilientRDBStorage
-from mnist_search.storage.sqlite import begin_immediate
 
 SCHEMES = ("sqlite", "postgresql")
 # A worker that stops heart-beating for the grace period is presumed dead: the next worker
@@ -49,9 +48,9 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
         raise UserError(f"unsupported storage {backend!r} in {shown}; use sqlite:///PATH.db or postgresql://...")
     if backend == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+    if backend == "sqlite" and is_in_memory(parsed):
         # Each thread (trials, heartbeats) would get its own empty database, and all of it is lost on exit.
-        raise UserError(f"an in-memory SQLite storage ({shown}) keeps no trials; use sqlite:///PATH.db")
+        raise UserError("an in-memory SQLite storage keeps no trials; use sqlite:///PATH.db")
     if backend == "sqlite":
         parent = Path(parsed.database).expanduser().resolve().parent
         if not parent.is_dir():
@@ -70,9 +69,14 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"cannot open storage {shown}: {reason}") from None
-    if backend == "sqlite":
-        begin_immediate(storage.engine)  # else two threads or workers can take the same queued trial
     return storage
+
+
+def is_in_memory(parsed: URL) -> bool:
+    """sqlite://, sqlite:///:memory: and SQLite's URI forms (file::memory:, mode=memory)."""
+    database = parsed.database or ""
+    return (database in ("", ":memory:") or database.startswith("file::memory:")
+            or parsed.query.get("mode") == "memory" or "mode=memory" in database)
 
 
 def default_artifact_dir(url: str) -> Path:

@@ -150,7 +150,8 @@ def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli("run", "--timeout", "0", "--storage", db, *data), "--timeout must be a positive")
     assert_user_error(cli("run", "--seeds-per-trial", "0", "--storage", db, *data), "--seeds-per-trial must be")
     assert_user_error(cli("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
-    for in_memory in ("sqlite://", "sqlite:///:memory:"):
+    for in_memory in ("sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared&uri=true",
+                      "sqlite:///file:m?mode=memory&uri=true"):
         assert_user_error(cli("run", "--storage", in_memory, *data), "in-memory SQLite storage", "sqlite:///PATH.db")
     assert_user_error(cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data),
                       "cannot open storage", "***")
@@ -231,7 +232,7 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
                           "--val-size", "100"), "trial #7 is not a completed trial")
     best = study.best_trial
     result = cli("confirm", "--trial", str(best.number), "--seeds", "2", "--last-k", "1", "--target", "50",
-                 "--storage", url, "--data-dir", str(tiny_mnist), "--val-size", "100")
+                 "--storage", url, "--data-dir", str(tiny_mnist), "--val-size", "100", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="mnist-search", storage=url)
     assert [k for k in study.user_attrs if k.startswith("confirm:")] == [f"confirm:{best.number}"]

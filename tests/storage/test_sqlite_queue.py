@@ -46,9 +46,9 @@ def test_threads_asking_at_once_never_share_a_queued_trial(tmp_path):
             study.enqueue_trial({"x": 1.0})
             ids = [trial._trial_id for trial in ask_all_at_once(study)]
             handed_twice += [i for i in set(ids) if ids.count(i) > 1]
-            assert len(ids) == THREADS
-            queued = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-            assert queued == []  # both queued trials were handed out
-            assert len(study.trials) == THREADS  # and every other thread got a new trial of its own
+            waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+            created = len(study.trials)
             storage.engine.dispose()
-    assert handed_twice == []
+            assert handed_twice == [], f"round {round_}: trial ids {ids}"
+            assert len(ids) == THREADS and waiting == []  # both queued trials were handed out
+            assert created == THREADS, f"round {round_}: {created} trials for {THREADS} asks"
