@@ -75,8 +75,7 @@ def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> 
 def is_in_memory(parsed: URL) -> bool:
     """sqlite://, sqlite:///:memory: and SQLite's URI forms (file::memory:, mode=memory)."""
     database = parsed.database or ""
-    return (database in ("", ":memory:") or database.startswith("file::memory:")
-            or parsed.query.get("mode") == "memory" or "mode=memory" in database)
+    return database in ("", ":memory:") or database.startswith("file::memory:") or parsed.query.get("mode") == "memory"
 
 
 def default_artifact_dir(url: str) -> Path:
