@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     dashboard.add_argument("--artifacts", help="directory of trial weights (default: beside the SQLite file)")
+    dashboard.add_argument("--allow-writes", action="store_true",
+                           help="let the dashboard edit the store (delete studies, edit notes and attributes); "
+                                "default: read-only")
+    dashboard.add_argument("--allow-remote-writes", action="store_true",
+                           help="with --allow-writes on a non-loopback --host: accept unauthenticated writes from "
+                                "the network")
     return parser
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli_basics import cli
+from tests.helpers import cli
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 EXPORTS = sorted(p.parent for p in RESULTS.rglob("evaluate.txt"))

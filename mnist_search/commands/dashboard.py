@@ -1,35 +1,35 @@
-"""`mnist-search dashboard`: serve optuna-dashboard on the study store (127.0.0.1 unless --host says otherwise)."""
+"""`mnist-search dashboard`: browse the study store in optuna-dashboard (read-only unless asked)."""
 
 from __future__ import annotations
 
 import argparse
-import socket
+import sys
 from pathlib import Path
 
 from optuna.artifacts import FileSystemArtifactStore
 
 from mnist_search.errors import UserError
 from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
+from mnist_search.storage.dashboard import is_loopback, make_dashboard_server
 
 
 def run(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server  # heavy import: only when serving
-
+    remote = not is_loopback(args.host)
+    if remote and args.allow_writes and not args.allow_remote_writes:
+        raise UserError(f"--allow-writes on {args.host} lets anyone who reaches it delete studies (the dashboard has "
+                        "no authentication); bind to 127.0.0.1, or add --allow-remote-writes if you mean it")
     url = resolve_storage_url(args.storage)
     storage = open_storage(url)
-    _check_port_free(args.host, args.port)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     store = FileSystemArtifactStore(str(artifact_dir)) if artifact_dir.is_dir() else None
-    print(f"serving {mask_password(url)} at http://{args.host}:{args.port}/dashboard (Ctrl-C to stop)", flush=True)
-    run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    server = make_dashboard_server(storage, args.host, args.port, store, allow_writes=args.allow_writes)
+    if remote:
+        print(f"warning: {args.host} is reachable from other machines and the dashboard has no authentication",
+              file=sys.stderr)
+    mode = "read-write" if args.allow_writes else "read-only"
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {mask_password(url)} ({mode}) at http://{shown_host}:{server.server_address[1]}/dashboard (Ctrl-C to stop)",
+          flush=True)
+    with server:
+        server.serve_forever()
     return 0
-
-
-def _check_port_free(host: str, port: int) -> None:
-    if not 0 < port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, got {port}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None

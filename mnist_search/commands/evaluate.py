@@ -1,8 +1,8 @@
 """`mnist-search evaluate`: the MNIST test accuracy of an exported module with its weights.
 
 This is how a user checks what an export's docstring claims: the module is imported from
-its file, exactly as the user would, and scored on the 10,000 test images with the
-trainer's own evaluation.
+its file, exactly as the user would, and its own ``predict`` classifies the 10,000 raw
+(uint8) test images, so its preprocessing is checked too.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import importlib.util
 from pathlib import Path
 
 from mnist_search.errors import UserError
-from mnist_search.trainer import evaluate, load_mnist, resolve_device, to_device
+from mnist_search.trainer import load_mnist, resolve_device
+
+BATCH = 1000  # images per predict call: bounded memory for any network the spec allows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,14 +25,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     module = _import(module_path)
     try:
-        net = module.load_weights(str(weights))
+        net = module.load_weights(str(weights)).to(device)
     except Exception as exc:  # a wrong or damaged weights file fails in many ways; all are the user's to fix
         raise UserError(f"cannot load {weights} into {module_path.name}'s Net: {type(exc).__name__}: {exc}") from None
-    data = load_mnist(args.data_dir, val_size=0)  # only the test split is used
-    images, labels = to_device(data.test, device)
-    loss, accuracy = evaluate(net.to(device), images, labels)
-    print(f"{module_path.name} + {weights.name}: test accuracy {accuracy:.2f}% on {len(labels):,} images "
-          f"(loss {loss:.4f}, {sum(p.numel() for p in net.parameters()):,} parameters)")
+    test = load_mnist(args.data_dir, val_size=0).test  # only the test split is used
+    correct = sum(int((module.predict(test.images[i : i + BATCH], model=net).cpu() == test.labels[i : i + BATCH]).sum())
+                  for i in range(0, len(test), BATCH))
+    print(f"{module_path.name} + {weights.name}: test accuracy {100.0 * correct / len(test):.2f}% on {len(test):,} "
+          f"images ({sum(p.numel() for p in net.parameters()):,} parameters)")
     return 0
 
 
@@ -43,6 +45,6 @@ def _import(path: Path):
         spec.loader.exec_module(module)
     except Exception as exc:  # any error in the user's file is theirs to see, in one line
         raise UserError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
-    if not hasattr(module, "load_weights"):
-        raise UserError(f"{path} has no load_weights(); is it a module written by `mnist-search export`?")
+    if not hasattr(module, "load_weights") or not hasattr(module, "predict"):
+        raise UserError(f"{path} has no load_weights() and predict(); export it again with `mnist-search export`")
     return module

@@ -3,23 +3,44 @@
 The module's ``Net`` has the same submodule names as ``SpecNet`` (``blocks.N.conv``,
 ``blocks.N.bn``), so weights saved from a trained network load into it unchanged.
 ``load_weights`` reads safetensors with torch alone (an 8-byte header length, a JSON
-header, raw little-endian tensors): no pickle is ever run.
+header, raw little-endian tensors): no pickle is ever run. ``preprocess`` and ``predict``
+take images as people have them (uint8 0-255 or float 0-1, one or many) and refuse the
+input that would otherwise fail silently (raw 0-255 floats, already-normalised images).
+
+Generated code is the one place where stored values (a study name typed by anyone who can
+reach the store, a spec edited by hand) could become code. So nothing is pasted into the
+source: every value is written by an encoder (``repr`` of checked ints, floats, bools and
+strings; docstrings escaped), and the finished source is parsed back and compared with the
+template, node by node, before anyone can write it (:func:`check_source`).
 """
 
 from __future__ import annotations
 
+import ast
+import math
+import os
+from collections.abc import Callable
+
+from mnist_search.errors import UserError
 from mnist_search.models.analysis import analyse
 from mnist_search.models.spec import ArchSpec, Conv, MaxPool
 
-_TEMPLATE = '''"""{title}
+MEAN, STD = 0.1307, 0.3081  # torchvision's MNIST normalisation, as the trainer uses it
 
-{details}
-"""
+_TEMPLATE = '''{doc}
 
+import functools
 import json
+import os
 
 import torch
 from torch import nn
+
+MEAN = {mean!r}
+STD = {std!r}
+# The weights written beside this module by `mnist-search export --weights`, relative to it
+# (None: exported without weights; pass a model loaded with load_weights to predict).
+WEIGHTS = {weights!r}
 
 
 class ConvBlock(nn.Module):
@@ -40,7 +61,7 @@ class ConvBlock(nn.Module):
 
 
 class Net(nn.Module):
-    """{params:,} parameters, receptive field {rf}; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
+    {net_doc}
 
     def __init__(self):
         super().__init__()
@@ -50,6 +71,52 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.blocks(x).flatten(1)  # N x 10 logits
+
+
+def preprocess(images):
+    """The normalised N x 1 x 28 x 28 float batch for ``images``.
+
+    ``images``: a tensor (or array) shaped 28x28 (one image), Nx28x28 or Nx1x28x28, either
+    uint8 pixels 0-255 or floats 0-1 (white digit on black, as in MNIST).
+    """
+    images = torch.as_tensor(images)
+    if images.dim() == 2:
+        images = images.unsqueeze(0)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected images shaped 28x28, Nx28x28 or Nx1x28x28, got {{tuple(images.shape)}}")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    elif images.is_floating_point():
+        low, high = (images.min().item(), images.max().item()) if images.numel() else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float images must lie in [0, 1] (got {{low:.3g}} to {{high:.3g}}): pass uint8 0-255 "
+                             "pixels, or divide by 255; do not normalise them yourself")
+        images = images.float()
+    else:
+        raise ValueError(f"expected uint8 or float images, got {{images.dtype}}")
+    return (images - MEAN) / STD
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_model():
+    """``Net`` with the weights exported beside this module, loaded once."""
+    if WEIGHTS is None:
+        raise RuntimeError("this module was exported without weights: pass model=load_weights(PATH) to predict")
+    return load_weights(os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS))
+
+
+def predict(images, model=None):
+    """Class indices (0-9), one per image, for ``images`` as ``preprocess`` takes them.
+
+    ``model``: a ``Net`` with weights (default: the weights shipped beside this module). It is
+    put in evaluation mode, and nothing is differentiated.
+    """
+    model = (model if model is not None else shipped_model()).eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(preprocess(images).to(device)).argmax(1)
 
 
 _DTYPES = {{"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}}
@@ -74,27 +141,157 @@ def load_weights(path, model=None):
     return model.eval()
 '''
 
+def _int(value: object) -> bool:
+    return type(value) is int and value >= 0
 
-def export_source(spec: ArchSpec, title: str, details: str = "") -> str:
-    """Python source of a standalone module defining ``Net`` for ``spec`` and ``load_weights``."""
-    analysis = analyse(spec)
-    lines = []
-    channels = 1
-    for layer, info in zip(spec.layers, analysis.layers):
-        shape = "x".join(map(str, info.out_shape))
-        comment = f"  # {info.index}: -> {shape}, RF {info.receptive_field}, {info.params} params"
-        if isinstance(layer, Conv):
-            code = (
-                f"ConvBlock({channels}, {layer.out}, {layer.k}, pad={layer.pad}, dilation={layer.dilation}, "
-                f"groups={layer.groups}, bias={layer.bias}, order={tuple(layer.post)!r}, dropout={layer.dropout!r}),"
-            )
-            channels = layer.out
-        elif isinstance(layer, MaxPool):
-            code = f"nn.MaxPool2d({layer.k}),"
+
+def _float(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _bool(value: object) -> bool:
+    return type(value) is bool
+
+
+def _order(value: object) -> bool:
+    return type(value) is tuple and all(op in ("relu", "bn") for op in value)
+
+
+# What may stand in the layer list, and the literal types each argument may take (positional
+# ones by index): the check refuses any other call, name or value.
+_LAYER_CALLS: dict[str, dict[str, Callable[[object], bool]]] = {
+    "ConvBlock": {"0": _int, "1": _int, "2": _int, "pad": _int, "dilation": _int, "groups": _int, "bias": _bool,
+                  "order": _order, "dropout": _float},
+    "nn.MaxPool2d": {"0": _int},
+    "nn.AdaptiveAvgPool2d": {"0": _int},
+}
+
+
+def _layer_call(layer, channels: int) -> tuple[str, tuple, dict]:
+    """The constructor call that builds ``layer`` in the exported module: name, args, keywords."""
+    if isinstance(layer, Conv):
+        return "ConvBlock", (channels, layer.out, layer.k), {
+            "pad": layer.pad, "dilation": layer.dilation, "groups": layer.groups, "bias": layer.bias,
+            "order": tuple(layer.post), "dropout": float(layer.dropout)}
+    if isinstance(layer, MaxPool):
+        return "nn.MaxPool2d", (layer.k,), {}
+    return "nn.AdaptiveAvgPool2d", (1,), {}
+
+
+def docstring_literal(text: str, indent: str = "") -> str:
+    """``text`` as a triple-quoted Python string literal that evaluates to exactly ``text``.
+
+    Backslashes and every double quote are escaped (so no run of quotes can close the
+    literal), and characters that are not printable (carriage returns, line separators,
+    control characters) are written as escapes: the literal spans only real newlines.
+    """
+    body = []
+    for char in text:
+        if char == "\\":
+            body.append("\\\\")
+        elif char == '"':
+            body.append('\\"')
+        elif char == "\n" or char.isprintable():
+            body.append(char)
         else:
-            code = "nn.AdaptiveAvgPool2d(1),"
+            body.append(f"\\U{ord(char):08x}")
+    lines = "".join(body).split("\n")
+    return '"""' + ("\n" + indent).join(lines) + '"""'
+
+
+def export_source(spec: ArchSpec, title: str, details: str = "", weights: str | None = None) -> str:
+    """Python source of a standalone module defining ``Net`` for ``spec``, ``load_weights``,
+    ``preprocess`` and ``predict``; ``weights`` is the weights file's path relative to the module.
+
+    The source is checked (:func:`check_source`) before it is returned.
+    """
+    analysis = analyse(spec)
+    doc = f"{title}\n\n{details.strip()}\n" if details.strip() else f"{title}\n"
+    net_doc = (f"{analysis.params:,} parameters, receptive field {analysis.receptive_field:d}; input N x 1 x 28 x 28"
+               " normalised with MEAN and STD (see preprocess).")
+    lines, calls, channels = [], [], 1
+    for layer, info in zip(spec.layers, analysis.layers):
+        name, args, keywords = _layer_call(layer, channels)
+        calls.append((name, args, keywords))
+        if isinstance(layer, Conv):
+            channels = layer.out
+        code = f"{name}({', '.join([*map(repr, args), *(f'{k}={v!r}' for k, v in keywords.items())])}),"
+        shape = "x".join("%d" % d for d in info.out_shape)  # ints only: a comment cannot end early
+        comment = "  # %d: -> %s, RF %d, %d params" % (info.index, shape, info.receptive_field, info.params)
         lines.append(" " * 12 + code + comment)
-    return _TEMPLATE.format(
-        title=title, details=details.strip(), params=analysis.params, rf=analysis.receptive_field,
-        layers="\n".join(lines),
-    )
+    if weights is not None and not isinstance(weights, str):
+        raise TypeError("weights must be a relative path string or None")
+    source = _TEMPLATE.format(doc=docstring_literal(doc), net_doc=docstring_literal(net_doc, " " * 4), mean=MEAN,
+                              std=STD, weights=weights, layers="\n".join(lines))
+    check_source(source, doc, net_doc, calls, weights)
+    return source
+
+
+class GeneratedCodeError(UserError):
+    """The generated module does not have exactly the shape of the template (a value escaped its literal)."""
+
+
+def check_source(source: str, doc: str, net_doc: str, calls: list[tuple[str, tuple, dict]],
+                 weights: str | None) -> None:
+    """Parse ``source`` back and check that it is the template with only the intended values in it:
+    the two docstrings equal ``doc`` and ``net_doc``, the layer list holds exactly ``calls`` with
+    literal arguments of the allowed types, ``WEIGHTS`` is ``weights``, and every other node is the
+    template's own."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise GeneratedCodeError(f"the generated module does not parse ({exc.msg}); nothing was written") from None
+    found = _variable_parts(tree)
+    if found["doc"] != doc or found["net_doc"] != net_doc:
+        raise GeneratedCodeError("a docstring of the generated module differs from the text meant for it")
+    if found["weights"] != weights:
+        raise GeneratedCodeError("the generated module's WEIGHTS differs from the path meant for it")
+    if found["calls"] != calls:
+        raise GeneratedCodeError("the generated module's layers differ from the spec's")
+    for name, args, keywords in found["calls"]:
+        allowed = _LAYER_CALLS[name]
+        for key, value in [*((str(i), a) for i, a in enumerate(args)), *keywords.items()]:
+            if key not in allowed or not allowed[key](value):
+                raise GeneratedCodeError(f"layer {name} has an argument {key} of a kind the template does not allow")
+    skeleton = ast.parse(_TEMPLATE.format(doc='""', net_doc='""', mean=MEAN, std=STD, weights=None, layers=""))
+    _variable_parts(skeleton)
+    if ast.dump(tree) != ast.dump(skeleton):
+        raise GeneratedCodeError("the generated module contains code that is not in the template; nothing was written")
+
+
+def _variable_parts(tree: ast.Module) -> dict:
+    """Take the values out of a generated module's variable places (blanking them in ``tree``)."""
+    parts: dict = {"doc": None, "net_doc": None, "weights": object(), "calls": None}
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        parts["doc"], body[0].value.value = body[0].value.value, ""
+    for node in body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["WEIGHTS"]:
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, (str, type(None))):
+                parts["weights"], node.value.value = node.value.value, None
+        if isinstance(node, ast.ClassDef) and node.name == "Net":
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                parts["net_doc"], first.value.value = first.value.value, ""
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Call) and ast.unparse(sub.func) == "nn.Sequential":
+                    parts["calls"] = [_literal_call(c) for c in sub.args]
+                    sub.args = []
+    return parts
+
+
+def _literal_call(node: ast.expr) -> tuple[str, tuple, dict]:
+    """(callee, positional literals, keyword literals) of a layer call; anything else is refused."""
+    if not isinstance(node, ast.Call) or ast.unparse(node.func) not in _LAYER_CALLS:
+        raise GeneratedCodeError("the generated module's layer list holds something other than a layer")
+    try:
+        args = tuple(ast.literal_eval(a) for a in node.args)
+        keywords = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except ValueError:
+        raise GeneratedCodeError("a layer argument in the generated module is not a literal") from None
+    return ast.unparse(node.func), args, keywords
+
+
+def relative_weights_path(module: str | os.PathLike, weights: str | os.PathLike) -> str:
+    """``weights`` relative to the directory of ``module``: how the module finds them wherever both move."""
+    return os.path.relpath(os.path.abspath(weights), os.path.dirname(os.path.abspath(module)))

@@ -16,10 +16,11 @@ import torch
 
 from mnist_search.models import ArchSpec
 from mnist_search.search.artifacts import store_weights
+from mnist_search.search.records import CONFIRM_PREFIX
 from mnist_search.trainer import (MNISTData, Split, TrainConfig, build_seeded, cpu_threads_per_process, fit,
                                   should_compile)
 
-CONFIRM_KEY = "confirm:{number}"  # study user attribute holding a trial's confirmation
+CONFIRM_KEY = CONFIRM_PREFIX + "{number}"  # study user attribute holding a trial's confirmation
 
 
 def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MNISTData, seeds: int, last_k: int,
@@ -50,7 +51,8 @@ def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MN
     for run, weights in trained:
         model = build_seeded(spec, run["seed"])
         model.load_state_dict(weights)
-        run["weights_artifact"] = store_weights(model, artifact_dir, study, f"confirm-{trial.number}-seed{run['seed']}")
+        run["weights_artifact"], run["weights_sha256"] = store_weights(
+            model, artifact_dir, study, f"confirm-{trial.number}-seed{run['seed']}")
         runs.append(run)
     return summarise(runs, last_k, target)
 

@@ -13,6 +13,7 @@ from optuna_dashboard import save_note
 
 from mnist_search.defaults import DEFAULT_LAST_K
 from mnist_search.models import ArchSpec, analyse
+from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.space import Infeasible, sample_choices, sample_config, spec_from_choices
 from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, should_compile
@@ -113,8 +114,9 @@ class Objective:
             trial.set_user_attr("status", result.status)
             raise TrainingDiverged(result.message if self.seeds == 1 else f"seed {index + 1}: {result.message}")
         if index == 0:
-            trial.set_user_attr("weights_artifact",
-                                store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}"))
+            artifact_id, digest = store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}")
+            trial.set_user_attr(records.WEIGHTS_ARTIFACT, artifact_id)
+            trial.set_user_attr(records.WEIGHTS_SHA256, digest)
 
 
 def pruning_step(seed_index: int, epoch: int, epochs: int) -> int:

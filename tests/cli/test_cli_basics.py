@@ -1,32 +1,13 @@
 """The CLI as a user runs it: a real subprocess, real exit codes, real stdout/stderr."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-
-
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mnist_search", *args], capture_output=True, text=True, timeout=240,
-        env={**os.environ, **(env or {})}, cwd=cwd,
-    )
-
-
-def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0]
+from tests.helpers import assert_user_error, cli
 
 
 @pytest.mark.parametrize("name, params", [("seed001-exp4", 7288), ("seed001-exp5", 7753), ("seed002", 7684), ("seed003", 7884)])

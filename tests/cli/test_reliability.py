@@ -8,7 +8,7 @@ import time
 import optuna
 import pytest
 
-from tests.cli.test_cli_basics import assert_user_error, cli
+from tests.helpers import assert_user_error, cli
 from tests.waiting import wait_until_trial_trains
 
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")

@@ -14,14 +14,14 @@ import optuna
 import torch
 from safetensors.torch import load_file
 
+from mnist_search.commands.run import worker_env
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-from mnist_search.commands.run import worker_env
 from mnist_search.search import Objective, open_study
 from mnist_search.search.confirm import use_threads
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist
-from tests.cli.test_cli_basics import assert_user_error, cli
+from tests.helpers import assert_user_error, cli
 
 SEARCH = ("--epochs", "2", "--last-k", "1", "--val-size", "100", "--seed", "3")
 
@@ -135,7 +135,7 @@ def test_dashboard_serves_the_study_over_http(tiny_mnist, tmp_path):
         note = detail["trials"][0]["note"]["body"]
         assert "parameters, receptive field" in note and "| # | layer |" in note
         busy = cli("dashboard", "--storage", url, "--port", str(port))
-        assert_user_error(busy, "choose another --port")
+        assert_user_error(busy, "choose another port")
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -194,7 +194,7 @@ def test_jobs_train_several_trials_at_once_in_one_process(tiny_mnist, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "(2 at a time)" in result.stdout
     # One progress line per trial, numbered 1..4 once each, though two threads report them.
-    counted = sorted(int(n) for n in re.findall(r"^trial (\d)/4 ", result.stdout, flags=re.M))
+    counted = sorted(int(n) for n in re.findall(r"^trial (\d)/4 ", result.stdout, flags=re.MULTILINE))
     assert counted == [1, 2, 3, 4]
     assert sorted(t.number for t in optuna.load_study(study_name="mnist-search", storage=url).trials) == [0, 1, 2, 3]
     assert_user_error(cli("run", "--jobs", "0", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH),
@@ -392,7 +392,7 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
     confirmed = cli("confirm", "--trial", "0", "--seeds", "1", "--last-k", "1", "--storage", url,
                     "--data-dir", str(tiny_mnist), "--val-size", "100")
     assert confirmed.returncode == 0, confirmed.stderr
-    assert "(raw weights " in confirmed.stdout and re.search(r"^  raw ", confirmed.stdout, re.M)
+    assert "(raw weights " in confirmed.stdout and re.search(r"^  raw ", confirmed.stdout, re.MULTILINE)
     run = optuna.load_study(study_name="mnist-search", storage=url).user_attrs["confirm:0"]["runs"][0]
     assert len(run["raw_test_acc"]) == len(run["test_acc"]) == 2
     module, weights = tmp_path / "net.py", tmp_path / "net.safetensors"

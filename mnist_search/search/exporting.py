@@ -1,0 +1,206 @@
+"""Export: the study's best network as a standalone Python module, with the weights that go with it.
+
+Which trial (the best confirmed one within the budget, else the best by validation score) and
+which weights (a confirmed trial's median seed) are chosen here; the module's source comes from
+:func:`mnist_search.models.export.export_source`, which encodes and checks every value.
+
+An export writes files next to irreplaceable ones (the study store, the trials' weights), from
+paths a user typed. So every output is resolved first and refused when it is the store, lies
+in the artifact directory, is an input, or is the other output; the weights are read and
+checked before anything is written; and both files are written to temporary names and renamed
+into place only when both are complete, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from mnist_search.errors import UserError
+from mnist_search.models import ArchSpec, build
+from mnist_search.models.export import export_source, relative_weights_path
+from mnist_search.search.artifacts import read_weights
+from mnist_search.search.records import Confirmation, RecordError, TrialRecord, best_trial, confirmation
+from mnist_search.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote and where it came from."""
+
+    trial: TrialRecord
+    module: Path
+    weights: Path | None
+    weights_line: str  # whose weights these are, as the module's docstring says
+
+
+def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.PathLike | None = None,
+           max_params: int | None = None, artifact_dir: str | os.PathLike | None = None,
+           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "") -> Exported:
+    """Write the best trial of ``study`` (within ``max_params``) as a module at ``output`` and,
+    with ``weights``, its weights there (safetensors).
+
+    ``artifact_dir`` holds the trials' weights; ``protected`` names further files no output may
+    replace (the store's files); ``source_label`` says where the study lives (no password) in the
+    module's docstring.
+    """
+    record = best_trial(study, max_params)
+    spec = ArchSpec.from_dict(record.spec)
+    try:
+        config = TrainConfig.from_dict(record.config)
+    except TypeError:  # a value of the wrong type, edited into the store
+        raise RecordError(f"trial #{record.number}'s stored config holds a value of the wrong type") from None
+    confirmed = confirmation(study, record.number)
+    module_path = Path(output)
+    weights_path = Path(weights) if weights is not None else None
+    artifacts = Path(artifact_dir) if artifact_dir is not None else None
+    _check_outputs(module_path, weights_path, artifacts, protected)
+
+    artifact_id, sha256, owner, weights_line = weights_source(record, confirmed)
+    blob = None
+    if weights_path is not None:
+        if artifacts is None:
+            raise UserError("exporting weights needs the artifact directory the trials' weights are in")
+        expected = {name: tuple(t.shape) for name, t in build(spec).state_dict().items()}
+        blob = read_weights(artifacts, artifact_id, sha256, expected, owner)
+    details = describe(study, record, confirmed, config, spec, weights_line if blob else None, source_label)
+    source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details,
+                           weights=relative_weights_path(module_path, weights_path) if weights_path else None)
+    outputs = [(module_path, source.encode())] + ([(weights_path, blob)] if blob is not None else [])
+    write_all_or_nothing(outputs)
+    return Exported(record, module_path, weights_path, weights_line)
+
+
+def weights_source(record: TrialRecord, confirmed: Confirmation | None) -> tuple[str | None, str | None, str, str]:
+    """The artifact to export as weights, its checksum, whose they are, and a docstring line saying so.
+
+    A confirmed trial ships the weights of its median-accuracy confirmation seed (trained on
+    all 60k images), so the module's stated test accuracy is reproducible from them.
+    """
+    representative = confirmed.representative() if confirmed else None
+    if representative:
+        run, count = representative
+        return run.weights_artifact, run.weights_sha256, f"confirmation seed {run.seed} of trial #{record.number}", (
+            f"Weights (load_weights): confirmation seed {run.seed}, the median of {count} completed seeds, trained"
+            f" on all 60,000 training images; its final test accuracy is {run.test_acc[-1]:.2f}%"
+            f"{measured_on(run.device)}.")
+    final = record.history[-1] if record.history else float("nan")
+    return record.weights_artifact, record.weights_sha256, f"trial #{record.number}", (
+        f"Weights (load_weights): the search trial's own, trained on the training split; final validation "
+        f"accuracy {final:.2f}%.")
+
+
+def measured_on(device: str | None) -> str:
+    """Where a confirmation seed was scored (older confirmations did not record it)."""
+    if device == "cuda":
+        # Seen on the H100: one test image whose top two logits differed by 0.0004 flipped (RESULTS.md).
+        return (" (scored on a CUDA GPU, where PyTorch runs convolutions in TF32: on a CPU an image whose"
+                " top two logits nearly tie can fall the other way)")
+    return f" (scored on the {device.upper()})" if device else ""
+
+
+def describe(study: optuna.Study, record: TrialRecord, confirmed: Confirmation | None, config: TrainConfig,
+             spec: ArchSpec, weights_line: str | None, source_label: str) -> str:
+    """The module docstring's body: provenance, scores, confirmation, recipe and architecture."""
+    from mnist_search.models import analyse
+
+    analysis = analyse(spec)
+    where = f" ({source_label})" if source_label else ""
+    seeds = ""
+    if record.seed_scores:
+        seeds = (f", the mean over {len(record.seed_scores)} training seeds "
+                 f"({', '.join(f'{s:.3f}' for s in record.seed_scores)})")
+    last_k_min = record.last_k_min if record.last_k_min is not None else float("nan")
+    lines = [
+        f"Exported by mnist-search from study {study.study_name!r} trial #{record.number}{where}.",
+        "",
+        f"Parameters: {analysis.params:,}",
+        f"Receptive field: {analysis.receptive_field}",
+        f"Score (mean validation accuracy of the last epochs): {record.score:.3f}%{seeds}",
+        f"Minimum validation accuracy over those epochs: {last_k_min:.2f}%",
+        f"Validation accuracy per epoch{' (first seed)' if record.seed_scores else ''}: "
+        + ", ".join(f"{a:.2f}" for a in record.history),
+        *confirmation_lines(confirmed),
+        *([weights_line] if weights_line else []),
+        *averaging_lines(config),
+        "Training recipe (mnist_search TrainConfig):",
+        json.dumps(config.to_dict(), indent=4),
+        "",
+        "Architecture (mnist_search ArchSpec):",
+        spec.to_json(),
+    ]
+    return "\n".join(lines)
+
+
+def confirmation_lines(confirmed: Confirmation | None) -> list[str]:
+    if confirmed is None:
+        return ["Not confirmed on the test set yet (run `mnist-search confirm`)."]
+    s, k = confirmed.stats, confirmed.last_k
+    lines = [
+        f"Confirmed on the MNIST test set ({len(confirmed.runs)} seeds, trained on all 60,000 training images):",
+        f"  final test accuracy {s.final_mean:.2f} +- {s.final_std:.2f}%; last {k} epochs {s.last_k_mean:.2f}"
+        f" +- {s.last_k_std:.2f}%, minimum {s.last_k_min:.2f}%; every last-{k} epoch of every seed >="
+        f" {confirmed.target:g}%: {'yes' if confirmed.consistent else 'no'}",
+    ]
+    lines += [f"  seed {r.seed}: " + ", ".join(f"{a:.2f}" for a in r.test_acc) for r in confirmed.runs]
+    if confirmed.raw is not None:
+        lines.append(f"  the same runs' raw (unaveraged) weights: final {confirmed.raw.final_mean:.2f}"
+                     f" +- {confirmed.raw.final_std:.2f}%, minimum of the last {k} {confirmed.raw.last_k_min:.2f}%")
+    return lines
+
+
+def averaging_lines(config: TrainConfig) -> list[str]:
+    """Says that the accuracies and weights are those of the averaged network, when the recipe averages."""
+    if not config.ema_epochs:
+        return []
+    return [f"The network evaluated above and shipped is an exponential moving average of the training weights"
+            f" over about {config.ema_epochs:.3g} epoch(s) of steps (TrainConfig.ema_epochs), not the last step's."]
+
+
+def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None,
+                   protected: tuple[str | os.PathLike, ...]) -> None:
+    """Refuse outputs that would replace the store, an artifact, an input or each other."""
+    outputs = [("module", module)] + ([("weights", weights)] if weights is not None else [])
+    resolved = {what: path.resolve() for what, path in outputs}
+    if weights is not None and resolved["module"] == resolved["weights"]:
+        raise UserError(f"the module and the weights would both be written to {module}; give them different paths")
+    guarded = [Path(p).resolve() for p in protected]
+    for what, path in outputs:
+        target = resolved[what]
+        if target.is_dir():
+            raise UserError(f"the {what} output {path} is a directory; name a file")
+        if any(target == g or (g.is_dir() and g in target.parents) for g in guarded):
+            raise UserError(f"the {what} output {path} would replace the study store; choose another path")
+        if artifact_dir is not None and (target == artifact_dir.resolve() or artifact_dir.resolve() in target.parents):
+            raise UserError(f"the {what} output {path} lies in the artifact directory {artifact_dir}, which holds the"
+                            " trials' weights; choose a path outside it")
+        if not target.parent.is_dir():
+            raise UserError(f"the directory of the {what} output {path} does not exist; create it first")
+
+
+def write_all_or_nothing(outputs: list[tuple[Path, bytes]]) -> None:
+    """Write each (path, content) to a temporary file beside it, then rename them all into place;
+    on any failure remove the temporary files and leave every path as it was."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, content in outputs:
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+            staged.append((temporary, path))
+            with os.fdopen(handle, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temporary, 0o644)
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    except OSError as exc:
+        for temporary, _ in staged:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        raise UserError(f"cannot write {exc.filename or 'the export'}: {exc.strerror or exc}; nothing was written"
+                        ) from None

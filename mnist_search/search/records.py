@@ -1,0 +1,335 @@
+"""Every value mnist-search stores on an Optuna trial or study, read back as checked, typed records.
+
+The store is shared (many workers, the dashboard, `optuna` itself can edit it), so a stored
+value is input like any other: reading one checks its type and range, and a value of the wrong
+kind is a :class:`RecordError` naming the trial and the key, never a traceback later nor a
+string pasted into generated code. Writers use the key constants below; readers use the
+records, never raw ``user_attrs`` strings.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from mnist_search.errors import UserError
+
+# Bumped when the meaning of a stored key changes; records without one are version 0, whose
+# trials predate `seeds` (one seed) and `schema` itself.
+SCHEMA_VERSION = 1
+
+# Trial user attributes.
+SCHEMA = "schema"
+PARAMS = "params"
+RECEPTIVE_FIELD = "receptive_field"
+SPEC = "spec"
+CONFIG = "config"
+DEVICE = "device"
+CPU_THREADS = "cpu_threads"
+MAX_PARAMS = "max_params"
+LAST_K = "last_k"
+SEEDS = "seeds"
+HISTORY = "history"
+SEED_HISTORIES = "seed_histories"
+SEED_SCORES = "seed_scores"
+LAST_K_MIN = "last_k_min"
+SECONDS = "seconds"
+STATUS = "status"
+INFEASIBLE = "infeasible"
+WEIGHTS_ARTIFACT = "weights_artifact"
+WEIGHTS_SHA256 = "weights_sha256"
+WARM_START = "warm_start"
+
+# Study user attributes.
+CONFIRM_PREFIX = "confirm:"  # + trial number: that trial's Confirmation
+SETTINGS = "settings"  # the SearchSettings the study was created with (JSON object)
+
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class RecordError(UserError):
+    """A value stored in the study is missing or of the wrong kind (damaged or edited by hand)."""
+
+
+def confirm_key(number: int) -> str:
+    return f"{CONFIRM_PREFIX}{number}"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What mnist-search stored on one trial, checked."""
+
+    number: int
+    state: optuna.trial.TrialState
+    score: float | None  # the consistency score of a completed trial
+    params: int | None = None
+    receptive_field: int | None = None
+    spec: dict | None = None  # an ArchSpec as stored; ArchSpec.from_dict checks it where it is built
+    config: dict | None = None  # a TrainConfig as stored; likewise
+    device: str | None = None
+    last_k: int | None = None
+    seeds: int = 1
+    history: tuple[float, ...] = ()  # validation accuracy per epoch (the first seed's)
+    seed_scores: tuple[float, ...] = ()
+    last_k_min: float | None = None
+    seconds: float | None = None
+    infeasible: str | None = None
+    weights_artifact: str | None = None
+    weights_sha256: str | None = None
+    warm_start: str | None = None
+    epochs_per_seed: int | None = None
+    pruned_step: int | None = None
+
+    @classmethod
+    def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+        attrs = _Reader(trial.user_attrs, f"trial #{trial.number}")
+        config = attrs.mapping(CONFIG)
+        value = trial.values[0] if trial.values else None
+        return cls(
+            number=trial.number, state=trial.state,
+            score=_number(value, f"trial #{trial.number}'s value") if value is not None else None,
+            params=attrs.integer(PARAMS), receptive_field=attrs.integer(RECEPTIVE_FIELD),
+            spec=attrs.mapping(SPEC), config=config, device=attrs.choice(DEVICE, DEVICES),
+            last_k=attrs.integer(LAST_K), seeds=attrs.integer(SEEDS) or 1,
+            history=tuple(_number(m.get("eval_acc") if isinstance(m, Mapping) else None,
+                                  f"trial #{trial.number}'s {HISTORY}[{i}].eval_acc")
+                          for i, m in enumerate(attrs.sequence(HISTORY))),
+            seed_scores=attrs.numbers(SEED_SCORES), last_k_min=attrs.number(LAST_K_MIN),
+            seconds=attrs.number(SECONDS), infeasible=attrs.text(INFEASIBLE),
+            weights_artifact=attrs.artifact_id(WEIGHTS_ARTIFACT), weights_sha256=attrs.sha256(WEIGHTS_SHA256),
+            warm_start=attrs.text(WARM_START),
+            epochs_per_seed=_integer(config.get("epochs"), f"trial #{trial.number}'s config.epochs") if config else None,
+            pruned_step=trial.last_step,
+        )
+
+    @property
+    def pruned_at(self) -> str:
+        """Where a pruned trial stopped: its epoch, and which seed when it trained several."""
+        if self.seeds == 1 or self.pruned_step is None or not self.epochs_per_seed:
+            return f"epoch {self.pruned_step}"
+        seed, epoch = divmod(self.pruned_step - 1, self.epochs_per_seed)
+        return f"epoch {epoch + 1} of seed {seed + 1}/{self.seeds}"
+
+
+@dataclass(frozen=True)
+class ConfirmationRun:
+    """One seed of a confirmation: its test accuracy per epoch and where its weights are."""
+
+    seed: int
+    status: str  # completed | diverged
+    test_acc: tuple[float, ...]
+    raw_test_acc: tuple[float, ...] | None = None  # an averaging recipe's raw weights
+    device: str | None = None
+    cpu_threads: int | None = None
+    weights_artifact: str | None = None
+    weights_sha256: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> ConfirmationRun:
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{where} is not an object")
+        run = _Reader(data, where)
+        raw = run.numbers("raw_test_acc") if "raw_test_acc" in data else None
+        return cls(seed=_integer(data.get("seed"), f"{where}.seed"), status=run.choice("status", ("completed", "diverged"))
+                   or "completed", test_acc=run.numbers("test_acc"), raw_test_acc=raw, device=run.choice(DEVICE, DEVICES),
+                   cpu_threads=run.integer(CPU_THREADS), weights_artifact=run.artifact_id(WEIGHTS_ARTIFACT),
+                   weights_sha256=run.sha256(WEIGHTS_SHA256))
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {"seed": self.seed, "status": self.status, "test_acc": list(self.test_acc)}
+        if self.raw_test_acc is not None:
+            data["raw_test_acc"] = list(self.raw_test_acc)
+        for key in (DEVICE, CPU_THREADS, WEIGHTS_ARTIFACT, WEIGHTS_SHA256):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return data
+
+
+@dataclass(frozen=True)
+class AccuracyStats:
+    final_mean: float
+    final_std: float
+    last_k_mean: float
+    last_k_std: float
+    last_k_min: float
+
+    @classmethod
+    def of(cls, curves: list[tuple[float, ...]], last_k: int) -> AccuracyStats:
+        """Mean and spread of the curves' final and last-``last_k`` accuracies, and the minimum."""
+        finals = [curve[-1] for curve in curves if curve]
+        tails = [acc for curve in curves for acc in curve[-last_k:]]
+        if not finals:
+            nan = float("nan")
+            return cls(nan, nan, nan, nan, nan)
+        return cls(statistics.fmean(finals), statistics.pstdev(finals), statistics.fmean(tails),
+                   statistics.pstdev(tails), min(tails))
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A trial retrained on all 60k training images with several seeds, scored on the test set."""
+
+    runs: tuple[ConfirmationRun, ...]
+    last_k: int
+    target: float
+    stats: AccuracyStats = field(init=False)
+    raw: AccuracyStats | None = field(init=False)
+    consistent: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stats", AccuracyStats.of([r.test_acc for r in self.runs], self.last_k))
+        raws = [r.raw_test_acc for r in self.runs]
+        averaged = bool(raws) and all(raw is not None for raw in raws)
+        object.__setattr__(self, "raw", AccuracyStats.of(raws, self.last_k) if averaged else None)
+        object.__setattr__(self, "consistent", bool(self.runs) and all(r.status == "completed" for r in self.runs)
+                           and self.stats.last_k_min >= self.target)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Confirmation:
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{where} is not an object")
+        runs = data.get("runs")
+        if not isinstance(runs, list) or not runs:
+            raise RecordError(f"{where}.runs must be a non-empty list")
+        last_k = _integer(data.get("last_k"), f"{where}.last_k")
+        if last_k < 1:
+            raise RecordError(f"{where}.last_k must be at least 1, got {last_k}")
+        return cls(runs=tuple(ConfirmationRun.from_dict(r, f"{where}.runs[{i}]") for i, r in enumerate(runs)),
+                   last_k=last_k, target=_number(data.get("target"), f"{where}.target"))
+
+    def to_dict(self) -> dict:
+        """The stored form; the summary figures are stored too, for readers outside mnist-search."""
+        data = {"schema": SCHEMA_VERSION, "runs": [r.to_dict() for r in self.runs], "last_k": self.last_k,
+                "target": self.target, **vars(self.stats), "consistent": self.consistent}
+        if self.raw is not None:
+            data["raw"] = vars(self.raw)
+        return data
+
+    def representative(self) -> tuple[ConfirmationRun, int] | None:
+        """Of the seeds that trained to the end and kept their weights, the one with the median final
+        test accuracy (the lower middle for an even count), and how many there were: the weights
+        worth shipping without picking the luckiest seed on the test set. None when no seed did."""
+        runs = sorted((r for r in self.runs if r.status == "completed" and r.test_acc and r.weights_artifact),
+                      key=lambda r: r.test_acc[-1])
+        return (runs[(len(runs) - 1) // 2], len(runs)) if runs else None
+
+
+def confirmation(study: optuna.Study, number: int, attrs: Mapping[str, Any] | None = None) -> Confirmation | None:
+    """Trial ``number``'s stored confirmation, checked; None when it has none."""
+    stored = (attrs if attrs is not None else study.user_attrs).get(confirm_key(number))
+    return Confirmation.from_dict(stored, f"study {study.study_name!r}'s {confirm_key(number)}") if stored else None
+
+
+def completed(study: optuna.Study) -> list[TrialRecord]:
+    """The study's completed trials, checked."""
+    return [TrialRecord.from_trial(t)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+
+
+def ranked(records: list[TrialRecord], top: int | None = None) -> list[TrialRecord]:
+    """The ``top`` records with the highest score, best first."""
+    return sorted(records, key=lambda r: r.score if r.score is not None else -math.inf, reverse=True)[:top]
+
+
+def best_trial(study: optuna.Study, max_params: int | None = None) -> TrialRecord:
+    """The trial to export: the best confirmed one within ``max_params`` (a test-set confirmation
+    over several seeds beats one validation run), else the best-scoring completed one."""
+    done = completed(study)
+    if not done:
+        raise UserError(f"study {study.study_name!r} has no completed trial yet; run a search first")
+    if any(r.params is None or r.spec is None or r.config is None for r in done):
+        plain = next(r for r in done if r.params is None or r.spec is None or r.config is None)
+        raise RecordError(f"trial #{plain.number} of study {study.study_name!r} has no stored network "
+                          "(was the study made by mnist-search?)")
+    within = [r for r in done if max_params is None or r.params <= max_params]
+    if not within:
+        smallest = min(r.params for r in done)
+        raise UserError(f"no completed trial has at most {max_params:,} parameters (the smallest has {smallest:,})")
+    attrs = study.user_attrs  # one storage read, not one per trial
+    confirmed = [(r, c) for r in within if (c := confirmation(study, r.number, attrs))]
+    if confirmed:
+        return max(confirmed, key=lambda pair: pair[1].stats.last_k_mean)[0]
+    return ranked(within, 1)[0]
+
+
+class _Reader:
+    """Typed, checked access to one stored mapping; ``where`` names it in errors."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data, self.where = data, where
+
+    def _get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def integer(self, key: str) -> int | None:
+        value = self._get(key)
+        return None if value is None else _integer(value, f"{self.where}'s {key}")
+
+    def number(self, key: str) -> float | None:
+        value = self._get(key)
+        return None if value is None else _number(value, f"{self.where}'s {key}")
+
+    def numbers(self, key: str) -> tuple[float, ...]:
+        return tuple(_number(v, f"{self.where}'s {key}[{i}]") for i, v in enumerate(self.sequence(key)))
+
+    def sequence(self, key: str) -> list:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise RecordError(f"{self.where}'s {key} must be a list, got {type(value).__name__}")
+        return value
+
+    def mapping(self, key: str) -> dict | None:
+        value = self._get(key)
+        if value is not None and not isinstance(value, dict):
+            raise RecordError(f"{self.where}'s {key} must be an object, got {type(value).__name__}")
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self._get(key)
+        if value is not None and not isinstance(value, str):
+            raise RecordError(f"{self.where}'s {key} must be text, got {type(value).__name__}")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.text(key)
+        if value is not None and value not in allowed:
+            raise RecordError(f"{self.where}'s {key} must be one of {', '.join(allowed)}; got {value[:40]!r}")
+        return value
+
+    def artifact_id(self, key: str) -> str | None:
+        """An artifact id is a file name in the artifact directory: no path separators, no dot names."""
+        value = self.text(key)
+        if value is not None and (not value or value in (".", "..") or "/" in value or "\\" in value
+                                  or "\0" in value or len(value) > 255):
+            raise RecordError(f"{self.where}'s {key} is not an artifact id: {value[:40]!r}")
+        return value
+
+    def sha256(self, key: str) -> str | None:
+        value = self.text(key)
+        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+            raise RecordError(f"{self.where}'s {key} is not a SHA-256 hex digest")
+        return value
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(f"{where} must be an integer, got {_show(value)}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{where} must be a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
