@@ -4,9 +4,9 @@ Builds one trial's structure (default: #164 of the 8k GPU study, dropout 0.005 a
 conv) at a parameter budget and times one ``fit`` epoch over the same images, alternating
 in one run:
 - eager;
-- compiled, dropout noise drawn outside the graph (the trainer now);
+- compiled, dropout noise drawn outside the graph (what the trainer does);
 - compiled, each layer drawing its mask from the run's generator inside the model (the
-  trainer before: the draw breaks the graph at every block), reproduced by giving the
+  alternative, which breaks the graph at every block), reproduced by giving the
   trainer no dropout shapes;
 - compiled and eager with the dropout removed, for the cost of dropout itself;
 - compiled and eager with depthwise-separable 3x3 convs (``separable``), widths rescaled to

@@ -1,4 +1,4 @@
-"""GPU throughput of the trainer and the search (issue 7). Needs a CUDA GPU and real MNIST.
+"""GPU throughput of the trainer and the search. Needs a CUDA GPU and real MNIST.
 
 Parts (``--parts``, comma-separated, default all but ``search``):
   floor       measured device-to-device bandwidth, and the bytes and FLOPs one epoch of
