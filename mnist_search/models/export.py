@@ -181,16 +181,18 @@ def _layer_call(layer, channels: int) -> tuple[str, tuple, dict]:
 def docstring_literal(text: str, indent: str = "") -> str:
     """``text`` as a triple-quoted Python string literal that evaluates to exactly ``text``.
 
-    Backslashes and every double quote are escaped (so no run of quotes can close the
-    literal), and characters that are not printable (carriage returns, line separators,
-    control characters) are written as escapes: the literal spans only real newlines.
+    Backslashes are escaped, and so is every double quote that follows an unescaped one or
+    ends the text, so no run of quotes can close the literal early; characters that are not
+    printable (carriage returns, line separators, control characters) are written as escapes,
+    so the literal spans only real newlines. JSON's quotes stay readable.
     """
-    body = []
-    for char in text:
+    body: list[str] = []
+    for index, char in enumerate(text):
         if char == "\\":
             body.append("\\\\")
         elif char == '"':
-            body.append('\\"')
+            follows_quote = bool(body) and body[-1] == '"'
+            body.append('\\"' if follows_quote or index == len(text) - 1 else '"')
         elif char == "\n" or char.isprintable():
             body.append(char)
         else:

@@ -1,7 +1,11 @@
+import ast
+
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mnist_search.models import GAP, ArchSpec, Conv, MaxPool, build
-from mnist_search.models.export import export_source
+from mnist_search.models.export import docstring_literal, export_source
 
 
 def test_the_exported_module_computes_what_the_built_network_computes_with_depthwise_convs():
@@ -25,3 +29,12 @@ def test_the_exported_module_computes_what_the_built_network_computes_with_depth
     exported.load_state_dict(built.state_dict())
     x = torch.randn(4, 1, 28, 28)
     torch.testing.assert_close(exported.eval()(x), built.eval()(x))
+
+
+@given(st.text(alphabet=st.sampled_from(['"', "'", "\\", "\n", "\r", "\u2028", "\x00", "a", " ", "{", "}", "#"])
+               | st.characters(), max_size=60))
+def test_a_docstring_literal_evaluates_to_its_text_and_nothing_else(text):
+    literal = docstring_literal(text)
+    tree = ast.parse(literal)
+    assert len(tree.body) == 1 and isinstance(tree.body[0].value, ast.Constant)
+    assert tree.body[0].value.value == text

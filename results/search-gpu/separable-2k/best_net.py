@@ -41,10 +41,18 @@ Architecture (mnist_search ArchSpec):
 {"layers": [{"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 10}, {"op": "conv", "out": 15, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 9, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 9, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 9}, {"op": "conv", "out": 23, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 23, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 23}, {"op": "conv", "out": 23, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
 """
 
+import functools
 import json
+import os
 
 import torch
 from torch import nn
+
+MEAN = 0.1307
+STD = 0.3081
+# The weights written beside this module by `mnist-search export --weights`, relative to it
+# (None: exported without weights; pass a model loaded with load_weights to predict).
+WEIGHTS = 'best_net.safetensors'
 
 
 class ConvBlock(nn.Module):
@@ -65,7 +73,7 @@ class ConvBlock(nn.Module):
 
 
 class Net(nn.Module):
-    """1,983 parameters, receptive field 28; input N x 1 x 28 x 28 normalised with mean 0.1307, std 0.3081."""
+    """1,983 parameters, receptive field 28; input N x 1 x 28 x 28 normalised with MEAN and STD (see preprocess)."""
 
     def __init__(self):
         super().__init__()
@@ -85,6 +93,52 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.blocks(x).flatten(1)  # N x 10 logits
+
+
+def preprocess(images):
+    """The normalised N x 1 x 28 x 28 float batch for ``images``.
+
+    ``images``: a tensor (or array) shaped 28x28 (one image), Nx28x28 or Nx1x28x28, either
+    uint8 pixels 0-255 or floats 0-1 (white digit on black, as in MNIST).
+    """
+    images = torch.as_tensor(images)
+    if images.dim() == 2:
+        images = images.unsqueeze(0)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected images shaped 28x28, Nx28x28 or Nx1x28x28, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    elif images.is_floating_point():
+        low, high = (images.min().item(), images.max().item()) if images.numel() else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float images must lie in [0, 1] (got {low:.3g} to {high:.3g}): pass uint8 0-255 "
+                             "pixels, or divide by 255; do not normalise them yourself")
+        images = images.float()
+    else:
+        raise ValueError(f"expected uint8 or float images, got {images.dtype}")
+    return (images - MEAN) / STD
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_model():
+    """``Net`` with the weights exported beside this module, loaded once."""
+    if WEIGHTS is None:
+        raise RuntimeError("this module was exported without weights: pass model=load_weights(PATH) to predict")
+    return load_weights(os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS))
+
+
+def predict(images, model=None):
+    """Class indices (0-9), one per image, for ``images`` as ``preprocess`` takes them.
+
+    ``model``: a ``Net`` with weights (default: the weights shipped beside this module). It is
+    put in evaluation mode, and nothing is differentiated.
+    """
+    model = (model if model is not None else shipped_model()).eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(preprocess(images).to(device)).argmax(1)
 
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
