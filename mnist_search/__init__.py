@@ -1,3 +1,18 @@
-"""mnist-search: automatic search for tiny convolutional networks on MNIST."""
+"""mnist-search: automatic search for tiny convolutional networks on MNIST.
+
+The Python API, for notebooks and scripts::
+
+    import mnist_search as ms
+    study = ms.search(trials=30, max_params=8000, storage="sqlite:///mnist.db", data_dir="data")
+    ms.confirm(study, top=3, seeds=3)
+    ms.export(study, "best_net.py", weights="best_net.safetensors")
+"""
 
 __version__ = "0.1.0"
+
+# The subpackage first: importing it later would rebind the name `search` to it.
+import mnist_search.search  # noqa: E402, F401
+from mnist_search.api import confirm, export, search  # noqa: E402
+from mnist_search.search.settings import SearchSettings  # noqa: E402
+
+__all__ = ["SearchSettings", "__version__", "confirm", "export", "search"]

@@ -20,3 +20,7 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A training configuration or command-line option is out of range."""
+
+
+class WorkFailed(Exception):
+    """The work ran but did not succeed (a worker process died, training diverged): exit code 1."""

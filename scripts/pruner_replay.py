@@ -34,7 +34,8 @@ import optuna
 import pandas as pd
 
 from mnist_search.commands.common import format_table
-from mnist_search.search import DEFAULT_LAST_K, make_pruner
+from mnist_search.defaults import DEFAULT_LAST_K
+from mnist_search.search.study import make_pruner
 
 TOP = 3
 

@@ -8,7 +8,7 @@ import sys
 import optuna
 from sqlalchemy import create_engine, text
 
-from mnist_search.search import score
+from mnist_search.search.study import score
 
 BUDGET_QUERY = (
     "SELECT COUNT(*), MAX(CAST(a.value_json AS INTEGER)) FROM trials t "

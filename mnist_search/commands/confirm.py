@@ -3,75 +3,74 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-import optuna
-
+from mnist_search.commands import options
 from mnist_search.commands.common import format_table
-from mnist_search.errors import ConfigError, UserError
-from mnist_search.search import open_study, ranked
-from mnist_search.search.confirm import CONFIRM_KEY, confirm_trial
-from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
-from mnist_search.trainer import cpu_threads_per_process, load_mnist, resolve_device
+from mnist_search.defaults import DEFAULT_LAST_K
+
+HELP = "retrain the top trials on 60k images with several seeds, scored on the test set"
 
 
-def summary_row(label: str, params: int, stats: dict, verdict: str) -> list[str]:
-    return [label, f"{params:,}", f"{stats['final_mean']:.2f} ± {stats['final_std']:.2f}",
-            f"{stats['last_k_mean']:.2f} ± {stats['last_k_std']:.2f}", f"{stats['last_k_min']:.2f}", verdict]
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_storage(parser)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=3, help="architectures to confirm (default 3)")
+    which.add_argument("--trial", type=int, action="append", metavar="N",
+                       help="confirm trial N instead of the top ones (repeatable)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per architecture (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run from this one up (default 0); fresh seeds re-check a confirmed trial "
+                             "(the new confirmation replaces the stored one)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="seeds trained at once, each in its own process with its share of the CPU cores "
+                             "(default 1); on a GPU they share it")
+    parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
+    parser.add_argument("--target", type=float, default=99.4,
+                        help="test accuracy every last-K epoch must reach (default 99.4)")
+    options.add_device(parser)
+    options.add_compile(parser)
+    options.add_artifacts(parser)
+    options.add_data_dir(parser)
+    options.add_verbosity(parser, quiet=False)
 
 
-def print_progress(seed: int, epoch: int, metrics: dict) -> None:
-    """One line per seed and epoch; module-level, as ``confirm --workers`` calls it in the worker processes."""
-    raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
-    print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}", flush=True)
+FLAGS = {"top": "--top", "seeds": "--seeds", "workers": "--workers", "first_seed": "--first-seed",
+         "last_k": "--last-k"}
 
 
 def run(args: argparse.Namespace) -> int:
-    if (not args.trial and args.top < 1) or args.seeds < 1 or args.workers < 1:
-        raise ConfigError("--top, --seeds and --workers must be at least 1")
-    if args.first_seed < 0:
-        raise ConfigError(f"--first-seed must be 0 or more, got {args.first_seed}")
-    device = resolve_device(args.device)
+    from mnist_search.errors import ConfigError
+    from mnist_search.search.confirm import confirm, print_epoch
+    from mnist_search.search.runner import load_existing
+    from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
+
     url = resolve_storage_url(args.storage)
-    study = open_study(open_storage(url), args.study_name, None, None, create=False)
-    artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
-    try:  # before hours of training, not after them
-        artifact_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the artifact directory {artifact_dir}: {exc.strerror or exc}; "
-                        "pass --artifacts DIR") from None
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not completed:
-        raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run `mnist-search run` first")
-    if args.trial:
-        by_number = {t.number: t for t in completed}
-        missing = [n for n in args.trial if n not in by_number]
-        if missing:
-            best = ranked(completed, 5)
-            raise UserError(f"trial #{missing[0]} is not a completed trial of study {study.study_name!r}; "
-                            f"its best completed trials: {', '.join(f'#{t.number}' for t in best)}")
-        top = [by_number[n] for n in dict.fromkeys(args.trial)]
-    else:
-        top = ranked(completed, args.top)
-    data = load_mnist(args.data_dir, val_size=args.val_size)
-    workers = min(args.workers, args.seeds)
-    at_once = f", {workers} at once" if workers > 1 else ""
-    if workers > 1 and device.type != "cuda":
-        at_once += f" ({os.environ.get('OMP_NUM_THREADS') or cpu_threads_per_process(workers)} CPU threads each)"
+    study = load_existing(open_storage(url), args.study_name)
+
+    def announce(record, epochs: int) -> None:
+        at_once = f", {min(args.workers, args.seeds)} at once" if args.workers > 1 else ""
+        print(f"confirming trial #{record.number} ({record.params:,} params): {args.seeds} seeds "
+              f"({args.first_seed}-{args.first_seed + args.seeds - 1}) x {epochs} epochs on all 60,000 training "
+              f"images{at_once}, scored on the test set", flush=True)
+
+    try:
+        confirmed = confirm(study, top=args.top, trials=args.trial, seeds=args.seeds, first_seed=args.first_seed,
+                            last_k=args.last_k, target=args.target, workers=args.workers, device=args.device,
+                            compile=args.compile, data_dir=args.data_dir,
+                            artifact_dir=args.artifacts or default_artifact_dir(url), on_epoch=print_epoch,
+                            on_trial=announce)
+    except ConfigError as exc:
+        raise ConfigError(options.flag_spelling(str(exc), FLAGS)) from None
     rows = []
-    for trial in top:
-        epochs = trial.user_attrs["config"]["epochs"]
-        print(f"confirming trial #{trial.number} ({trial.user_attrs['params']:,} params): {args.seeds} seeds "
-              f"({args.first_seed}-{args.first_seed + args.seeds - 1}) x "
-              f"{epochs} epochs on {len(data.full_train()):,} images{at_once}, scored on the test set", flush=True)
-        result = confirm_trial(study, trial, data, args.seeds, args.last_k, args.target, str(device), artifact_dir,
-                               args.compile, on_epoch=print_progress, first_seed=args.first_seed, workers=workers)
-        study.set_user_attr(CONFIRM_KEY.format(number=trial.number), result)
-        rows.append(summary_row(f"#{trial.number}", trial.user_attrs["params"], result,
-                                "yes" if result["consistent"] else "no"))
-        if "raw" in result:  # the same runs' raw (unaveraged) weights, for comparison
-            rows.append(summary_row("  raw", trial.user_attrs["params"], result["raw"], ""))
+    for record, result in confirmed:
+        rows.append(summary_row(f"#{record.number}", record.params, result.stats, "yes" if result.consistent else "no"))
+        if result.raw is not None:  # the same runs' raw (unaveraged) weights, for comparison
+            rows.append(summary_row("  raw", record.params, result.raw, ""))
     print(format_table(["trial", "params", "final test %", f"last-{args.last_k} test %", "min", f">= {args.target}"],
                        rows))
     return 0
+
+
+def summary_row(label: str, params: int, stats, verdict: str) -> list[str]:
+    return [label, f"{params:,}", f"{stats.final_mean:.2f} ± {stats.final_std:.2f}",
+            f"{stats.last_k_mean:.2f} ± {stats.last_k_std:.2f}", f"{stats.last_k_min:.2f}", verdict]

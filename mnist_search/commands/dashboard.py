@@ -6,14 +6,33 @@ import argparse
 import sys
 from pathlib import Path
 
-from optuna.artifacts import FileSystemArtifactStore
-
+from mnist_search.commands import options
 from mnist_search.errors import UserError
-from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
-from mnist_search.storage.dashboard import is_loopback, make_dashboard_server
+
+HELP = "browse the study store in optuna-dashboard (read-only unless --allow-writes)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_storage(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    options.add_artifacts(parser)
+    parser.add_argument("--allow-writes", action="store_true",
+                        help="let the dashboard edit the store (delete studies, edit notes and attributes); "
+                             "default: read-only")
+    parser.add_argument("--allow-remote-writes", action="store_true",
+                        help="with --allow-writes on a non-loopback --host: accept unauthenticated writes from the "
+                             "network")
+    options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
+    from mnist_search.storage.dashboard import is_loopback, make_dashboard_server
+
     remote = not is_loopback(args.host)
     if remote and args.allow_writes and not args.allow_remote_writes:
         raise UserError(f"--allow-writes on {args.host} lets anyone who reaches it delete studies (the dashboard has "

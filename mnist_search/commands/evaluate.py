@@ -11,13 +11,24 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+from mnist_search.commands import options
 from mnist_search.errors import UserError
-from mnist_search.trainer import load_mnist, resolve_device
 
+HELP = "test accuracy of an exported module with its weights"
 BATCH = 1000  # images per predict call: bounded memory for any network the spec allows
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("module", help="module written by `mnist-search export` (it is imported, i.e. run)")
+    parser.add_argument("--weights", required=True, help="safetensors weights written by `export --weights`")
+    options.add_device(parser)
+    options.add_data_dir(parser)
+    options.add_verbosity(parser, quiet=False)
+
+
 def run(args: argparse.Namespace) -> int:
+    from mnist_search.trainer import load_mnist, resolve_device
+
     module_path, weights = Path(args.module), Path(args.weights)
     for path, what in ((module_path, "module"), (weights, "weights file")):
         if not path.is_file():

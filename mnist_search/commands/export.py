@@ -5,15 +5,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnist_search.search import open_study
-from mnist_search.search.exporting import export
-from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
-from mnist_search.storage.files import store_files
+from mnist_search.commands import options
+
+HELP = "write the best trial as a standalone Python module (+ weights)"
+DESCRIPTION = """Write the best trial of the study as a standalone Python module (imports only torch) and,
+with --weights, its weights. "Best": among completed trials within --max-params, the confirmed one
+with the highest mean last-K test accuracy (`mnist-search confirm`), else the one with the highest
+validation score; a confirmed trial ships the weights of its median confirmation seed."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_storage(parser)
+    parser.add_argument("--output", default="best_net.py", help="module to write (default best_net.py)")
+    parser.add_argument("--weights", help="also write the trial's weights here (safetensors)")
+    parser.add_argument("--max-params", type=int, help="pick the best trial with at most this many parameters")
+    options.add_artifacts(parser)
+    options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_search.search.exporting import export
+    from mnist_search.search.runner import load_existing
+    from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
+    from mnist_search.storage.files import store_files
+
     url = resolve_storage_url(args.storage)
-    study = open_study(open_storage(url), args.study_name, sampler=None, pruner=None, create=False)
+    study = load_existing(open_storage(url), args.study_name)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     done = export(study, args.output, weights=args.weights, max_params=args.max_params, artifact_dir=artifact_dir,
                   protected=store_files(url), source_label=mask_password(url))

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from mnist_search.commands import options
 from mnist_search.commands.common import format_table
-from mnist_search.models import PRESETS, analyse
+
+HELP = "list the seed networks that ship as presets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_search.models.analysis import analyse
+    from mnist_search.models.presets import PRESETS
+
     rows = []
     for preset in PRESETS.values():
         analysis = analyse(preset.spec)

@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mnist_search.commands import options
 from mnist_search.errors import UserError
-from mnist_search.search import open_study
-from mnist_search.storage import open_storage, resolve_storage_url
+
+HELP = "leaderboard and PNG plots of a study, with an index page"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_storage(parser)
+    parser.add_argument("--output", default="report", help="directory to write (default ./report)")
+    options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.search.report import write_report  # matplotlib is slow to import
+    from mnist_search.search.runner import load_existing
+    from mnist_search.storage import open_storage, resolve_storage_url
 
-    study = open_study(open_storage(resolve_storage_url(args.storage)), args.study_name, None, None, create=False)
+    study = load_existing(open_storage(resolve_storage_url(args.storage)), args.study_name)
     if not study.get_trials(deepcopy=False):
         raise UserError(f"study {study.study_name!r} has no trials yet; run `mnist-search run` first")
     try:

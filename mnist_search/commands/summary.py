@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from mnist_search.commands import options
 from mnist_search.commands.common import architecture, format_table
-from mnist_search.models import analyse
+
+HELP = "per-layer table: output shape, parameters, receptive field"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_architecture(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_search.models.analysis import analyse
+
     name, spec, preset = architecture(args)
     analysis = analyse(spec)
     if args.json:

@@ -7,36 +7,57 @@ import json
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
+from mnist_search.commands import options
 from mnist_search.commands.common import architecture
+from mnist_search.defaults import DEFAULT_VAL_SIZE
 from mnist_search.errors import ConfigError, UserError
-from mnist_search.models import analyse
-from mnist_search.models.weights import save_weights
-from mnist_search.trainer import (
-    TrainConfig,
-    build_seeded,
-    fit,
-    load_mnist,
-    resolve_device,
-    should_compile,
-    splits_for,
-)
 
+HELP = "train one architecture with its recipe and save metrics and weights"
 COLUMNS = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "seconds")
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_architecture(parser)
+    parser.add_argument("--epochs", type=int, help="epochs to train (default: the recipe's, 15)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    parser.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    parser.add_argument("--ema-epochs", type=float,
+                        help="evaluate and keep an average of the weights over this many epochs (default: the "
+                             "recipe's, off)")
+    options.add_device(parser)
+    parser.add_argument("--eval", choices=("val", "test"), default="val",
+                        help="val: train on 50k, score the held-out 10k (default); test: train on 60k, score the "
+                             "test set")
+    options.add_compile(parser)
+    parser.add_argument("--output", "--out", dest="output", help="output directory (default runs/NAME-TIMESTAMP)")
+    options.add_data_dir(parser)
+    parser.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE,
+                        help=f"images held out of training for validation (default {DEFAULT_VAL_SIZE:,})")
+    options.add_verbosity(parser)
+
+
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mnist_search.models import analyse
+    from mnist_search.models.weights import save_weights
+    from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, resolve_device, should_compile, splits_for
+
     name, spec, preset = architecture(args)
     analysis = analyse(spec)
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {args.seed}")
+    if args.eval == "val" and args.val_size < 1:
+        raise ConfigError(f"--val-size must be at least 1 with --eval val (it is what is scored), got {args.val_size}")
     recipe = TrainConfig.from_dict(preset.recipe) if preset else TrainConfig()
     config = recipe.replace(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                            ema_epochs=args.ema_epochs)
     device = resolve_device(args.device)
-    out = _prepare_out_dir(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    data = load_mnist(args.data_dir, val_size=args.val_size)
+    data = load_mnist(args.data_dir, val_size=args.val_size)  # before the output directory: bad data leaves none
+    out = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     train, evaluate_on = splits_for(data, args.eval)
     compile_model = should_compile(args.compile, config, len(train), str(device))
 
@@ -46,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}"
     )
     print("  ".join(f"{c:>10}" for c in COLUMNS))
-    bar = tqdm(total=0, leave=False, unit="batch", dynamic_ncols=True, disable=args.quiet)
+    bar = tqdm(total=0, leave=False, unit="batch", dynamic_ncols=True, disable=getattr(args, "quiet", False))
 
     def on_batch(step: int, total: int) -> None:
         if step == 1:
@@ -62,8 +83,14 @@ def run(args: argparse.Namespace) -> int:
 
     model = build_seeded(spec, config.seed)
     started = time.perf_counter()
-    result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=on_batch,
-                 compile_model=compile_model)
+    try:
+        result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=on_batch,
+                     compile_model=compile_model)
+    except BaseException:  # interrupted or crashed: leave no empty output directory behind
+        bar.close()
+        if not any(out.iterdir()):
+            out.rmdir()
+        raise
     bar.close()
     wall = time.perf_counter() - started
 
@@ -98,5 +125,5 @@ def _prepare_out_dir(path: str) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --out") from None
+        raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --output") from None
     return out

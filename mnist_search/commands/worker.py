@@ -1,5 +1,24 @@
-"""`mnist-search worker`: the same trial loop as `run`, but it only joins an existing study."""
+"""`mnist-search worker`: join an existing study from this machine and run trials on it."""
 
-from mnist_search.commands.run import run
+from __future__ import annotations
 
-__all__ = ["run"]
+import argparse
+
+from mnist_search.commands import run as run_command
+
+HELP = "join an existing study from this machine and run trials on it"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The study's creator queues warm starts and decides the process count of its own machine.
+    run_command.add_arguments(parser, exclude=("warm_start", "warm_start_top", "workers"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnist_search.search.runner import join_search
+
+    settings = run_command.settings_from(args, trials=args.trials if args.trials is not None else 1)
+    progress = run_command.progress_for(args, settings)
+    study = join_search(settings, run_command.location_from(args), progress)
+    print(progress.summary(study))
+    return 0

@@ -1,7 +1,10 @@
-"""WHAT a network is: architecture specs, building them, analysing them (and, later, exporting them)."""
+"""WHAT a network is: architecture specs, building them, analysing them, exporting them.
+
+``build`` and ``SpecNet`` need torch and are imported on first use, so the verbs that only
+read specs (presets, summary) start without it.
+"""
 
 from mnist_search.models.analysis import Analysis, LayerInfo, analyse, count_params, validate
-from mnist_search.models.build import SpecNet, build
 from mnist_search.models.presets import PRESETS, Preset, get_preset
 from mnist_search.models.spec import GAP, INPUT_SHAPE, NUM_CLASSES, ArchSpec, Conv, MaxPool
 
@@ -9,3 +12,11 @@ __all__ = [
     "Analysis", "ArchSpec", "Conv", "GAP", "INPUT_SHAPE", "LayerInfo", "MaxPool", "NUM_CLASSES",
     "PRESETS", "Preset", "SpecNet", "analyse", "build", "count_params", "get_preset", "validate",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("build", "SpecNet"):
+        from mnist_search.models import network
+
+        return getattr(network, name)
+    raise AttributeError(f"module 'mnist_search.models' has no attribute {name!r}")

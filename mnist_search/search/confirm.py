@@ -3,102 +3,164 @@ seed, scoring the TEST set every epoch. The only place the test set is used."""
 
 from __future__ import annotations
 
-import functools
-import multiprocessing
+import json
 import os
-import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import optuna
-import torch
 
-from mnist_search.models import ArchSpec
+from mnist_search.errors import ConfigError, UserError
+from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
-from mnist_search.search.records import CONFIRM_PREFIX
-from mnist_search.trainer import (MNISTData, Split, TrainConfig, build_seeded, cpu_threads_per_process, fit,
-                                  should_compile)
+from mnist_search.search.processes import run_processes
+from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
 
-CONFIRM_KEY = CONFIRM_PREFIX + "{number}"  # study user attribute holding a trial's confirmation
+EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, epoch, metrics)
 
 
-def confirm_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, data: MNISTData, seeds: int, last_k: int,
-                  target: float, device: str, artifact_dir: Path, compile_choice: str = "auto",
-                  on_epoch: Callable[[int, int, dict], None] | None = None, first_seed: int = 0,
-                  workers: int = 1) -> dict:
-    """Per-seed test histories and their summary for ``trial``'s spec and recipe.
+def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, seeds: int = 3, first_seed: int = 0,
+            last_k: int = 5, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
+            data_dir: str | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
+            on_epoch: EpochCallback | None = None,
+            on_trial: Callable[[TrialRecord, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
+    """Retrain the ``top`` best completed trials (or the numbers in ``trials``) with ``seeds`` training
+    seeds from ``first_seed`` on all 60k training images, scoring the test set every epoch; store each
+    trial's :class:`Confirmation` in the study (replacing an earlier one) and each seed's weights as
+    artifacts. With ``workers`` > 1 that many seeds train at once, each in its own process.
 
-    Each seed's final weights go to the study's artifact store, so the accuracy stated for a
-    seed can be reproduced from the exported module and weights. With ``workers`` > 1 that many
-    seeds train at once, each in its own process with its share of the CPU cores (and
-    ``on_epoch`` must then be a module-level function, as it runs in those processes).
+    ``on_trial(record, epochs)`` is called before a trial's seeds train; ``on_epoch`` after each
+    epoch of each seed (in the worker processes too, so there it must be a module-level function).
     """
-    spec = ArchSpec.from_dict(trial.user_attrs["spec"])
-    recipe = TrainConfig.from_dict(trial.user_attrs["config"])
-    train = data.full_train()  # one concatenation of the 60k images for every seed
-    jobs = [(spec, recipe.replace(seed=seed), train, data.test, device, compile_choice, on_epoch)
-            for seed in range(first_seed, first_seed + seeds)]
-    if workers == 1:
-        trained = [train_seed(*job) for job in jobs]
+    for name, value, low in (("top", top, 1), ("seeds", seeds, 1), ("workers", workers, 1),
+                             ("first_seed", first_seed, 0), ("last_k", last_k, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    if first_seed + seeds > 2**31:
+        raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
+    chosen = choose(study, top, trials)
+    for record in chosen:
+        if record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
+            raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s {record.epochs_per_seed} epochs")
+    from mnist_search.trainer import load_mnist, resolve_device
+
+    device = str(resolve_device(device))
+    artifacts = Path(artifact_dir)
+    try:  # before hours of training, not after them
+        artifacts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
+    data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
+    confirmed = []
+    for record in chosen:
+        if on_trial:
+            on_trial(record, record.epochs_per_seed or 0)
+        jobs = [json.dumps({"spec": record.spec, "config": {**record.config, "seed": seed}, "device": device,
+                            "compile": compile, "data_dir": data_dir, "trial": record.number})
+                for seed in range(first_seed, first_seed + seeds)]
+        if workers == 1:
+            trained = [train_seed(job, data, on_epoch) for job in jobs]
+        else:
+            trained = _train_in_processes(jobs, min(workers, seeds), on_epoch)
+        runs = [_store(study, record, run, blob, artifacts) for run, blob in trained]
+        result = Confirmation(runs=tuple(runs), last_k=last_k, target=target)
+        study.set_user_attr(records.confirm_key(record.number), result.to_dict())
+        confirmed.append((record, result))
+    return confirmed
+
+
+def choose(study: optuna.Study, top: int, numbers: list[int] | None) -> list[TrialRecord]:
+    """The trials to confirm: the numbers asked for, else the ``top`` best completed ones."""
+    done = records.completed(study)
+    if not done:
+        raise UserError(f"study {study.study_name!r} has no completed trial to confirm; run a search first")
+    plain = [r.number for r in done if r.spec is None or r.config is None]
+    if numbers:
+        by_number = {r.number: r for r in done}
+        missing = [n for n in numbers if n not in by_number]
+        if missing:
+            best = records.ranked(done, 5)
+            raise UserError(f"trial #{missing[0]} is not a completed trial of study {study.study_name!r}; "
+                            f"its best completed trials: {', '.join(f'#{r.number}' for r in best)}")
+        chosen = [by_number[n] for n in dict.fromkeys(numbers)]
     else:
-        # Processes, not threads: CPU training holds the GIL between kernels. Spawned, because
-        # forking a process that already runs PyTorch's thread pools can deadlock the child.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=use_threads, initargs=(cpu_threads_per_process(workers),)) as pool:
-            trained = list(pool.map(train_seed, *zip(*jobs)))
-    runs = []
-    for run, weights in trained:
-        model = build_seeded(spec, run["seed"])
-        model.load_state_dict(weights)
-        run["weights_artifact"], run["weights_sha256"] = store_weights(
-            model, artifact_dir, study, f"confirm-{trial.number}-seed{run['seed']}")
-        runs.append(run)
-    return summarise(runs, last_k, target)
+        chosen = records.ranked(done, top)
+    if any(r.number in plain for r in chosen):
+        raise records.RecordError(f"trial #{next(r.number for r in chosen if r.number in plain)} of study "
+                                  f"{study.study_name!r} has no stored network (was the study made by mnist-search?)")
+    return chosen
 
 
-def train_seed(spec: ArchSpec, config: TrainConfig, train: Split, test: Split, device: str, compile_choice: str,
-               on_epoch: Callable[[int, int, dict], None] | None) -> tuple[dict, dict]:
-    """Train one confirmation seed (``config.seed``): its run record and its final weights."""
+def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tuple[dict, bytes]:
+    """Train one confirmation seed described by ``job`` (JSON): its run record and its final weights
+    (safetensors bytes). ``data`` is loaded from the job's data directory when not given."""
+    import torch
+    from safetensors.torch import save
+
+    from mnist_search.models import ArchSpec
+    from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, should_compile
+
+    task = json.loads(job)
+    spec, config = ArchSpec.from_dict(task["spec"]), TrainConfig.from_dict(task["config"])
+    data = data if data is not None else load_mnist(task["data_dir"], val_size=0)
+    train = data.full_train()
     model = build_seeded(spec, config.seed)
-    result = fit(model, config, train, test, device=device,
-                 on_epoch=functools.partial(on_epoch, config.seed) if on_epoch else None,
-                 compile_model=should_compile(compile_choice, config, len(train), device))
+
+    def epoch_done(epoch: int, metrics: dict) -> None:
+        if on_epoch:
+            on_epoch(task["trial"], config.seed, epoch, metrics)
+
+    result = fit(model, config, train, data.test, device=task["device"], on_epoch=epoch_done,
+                 compile_model=should_compile(task["compile"], config, len(train), task["device"]))
     run = {"seed": config.seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
-           "cpu_threads": torch.get_num_threads(), "device": torch.device(device).type}
+           "cpu_threads": torch.get_num_threads(), "device": torch.device(task["device"]).type}
     if config.ema_epochs:
         run["raw_test_acc"] = [m["raw_eval_acc"] for m in result.history]  # what the average changed
-    return run, {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    return run, save(weights)
 
 
-def use_threads(threads: int) -> None:
-    """A confirm worker's CPU threads: its share of the cores, unless the user set OMP_NUM_THREADS."""
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(threads)
+def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]]:
+    """Train the seeds ``workers`` at a time, each in its own process (see processes.run_processes)."""
+    from mnist_search.trainer import cpu_threads_per_process
+
+    threads = int(os.environ.get("OMP_NUM_THREADS") or cpu_threads_per_process(workers))
+    target = _seed_with_progress if on_epoch is print_epoch else _seed_quietly
+    trained = []
+    for start in range(0, len(jobs), workers):
+        for outcome in run_processes(target, jobs[start : start + workers], threads):
+            if outcome.user_error:
+                raise UserError(outcome.error)
+            if not outcome.ok:
+                raise_from = outcome.error.strip().splitlines()[-1] if outcome.error else outcome.died()
+                raise UserError(f"a confirmation worker (pid {outcome.pid}) failed: {raise_from}")
+            trained.append(outcome.result)
+    return trained
 
 
-def representative_run(confirmation: dict) -> tuple[dict, int] | None:
-    """Of the seeds that trained to the end, the one with the median final test accuracy (the
-    lower middle for an even count), and how many there were: the weights worth shipping
-    without picking the luckiest seed on the test set. None when no seed completed."""
-    runs = sorted((r for r in confirmation["runs"] if r["status"] == "completed" and r["test_acc"]
-                   and r.get("weights_artifact")), key=lambda r: r["test_acc"][-1])
-    return (runs[(len(runs) - 1) // 2], len(runs)) if runs else None
+def print_epoch(trial: int, seed: int, epoch: int, metrics: dict) -> None:
+    """One line per seed and epoch (module-level: worker processes print it too)."""
+    raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
+    print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}", flush=True)
 
 
-def summarise(runs: list[dict], last_k: int, target: float) -> dict:
-    summary = {"runs": runs, "last_k": last_k, "target": target, **accuracy_stats(runs, "test_acc", last_k)}
-    summary["consistent"] = all(r["status"] == "completed" for r in runs) and summary["last_k_min"] >= target
-    if all("raw_test_acc" in r for r in runs):  # an averaging recipe: the raw weights' figures beside
-        summary["raw"] = accuracy_stats(runs, "raw_test_acc", last_k)
-    return summary
+def _seed_with_progress(job: str) -> tuple[dict, bytes]:
+    return train_seed(job, on_epoch=print_epoch)
 
 
-def accuracy_stats(runs: list[dict], key: str, last_k: int) -> dict:
-    """Mean and spread of the runs' final and last-``last_k`` accuracies under ``key``, and the minimum."""
-    finals = [r[key][-1] for r in runs if r[key]]
-    tails = [acc for r in runs for acc in r[key][-last_k:]]
-    return {
-        "final_mean": statistics.fmean(finals), "final_std": statistics.pstdev(finals),
-        "last_k_mean": statistics.fmean(tails), "last_k_std": statistics.pstdev(tails), "last_k_min": min(tails),
-    }
+def _seed_quietly(job: str) -> tuple[dict, bytes]:
+    return train_seed(job)
+
+
+def _store(study: optuna.Study, record: TrialRecord, run: dict, blob: bytes, artifacts: Path) -> ConfirmationRun:
+    """Store one seed's weights as an artifact of the study; its checked run record."""
+    from safetensors.torch import load
+
+    from mnist_search.models import ArchSpec
+    from mnist_search.trainer import build_seeded
+
+    model = build_seeded(ArchSpec.from_dict(record.spec), run["seed"])
+    model.load_state_dict(load(blob))
+    run["weights_artifact"], run["weights_sha256"] = store_weights(
+        model, artifacts, study, f"confirm-{record.number}-seed{run['seed']}")
+    return ConfirmationRun.from_dict(run, f"confirmation seed {run['seed']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,10 @@ class Objective:
     # Training seeds per trial (seed, seed + 1, ...); the score is the mean of their scores. One
     # seed's validation curve is noisy enough to reorder the top trials (RESULTS.md).
     seeds: int = 1
+    # Called after every epoch of every seed: (trial number, seed index, epoch, metrics); for progress.
+    on_epoch: Callable[[int, int, int, dict], None] | None = None
+    # Who trains the trial (host:pid), so a supervisor can fail the trials of a worker that died.
+    worker: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, int]:
         try:
@@ -60,10 +65,12 @@ class Objective:
         config = sample_config(trial, self.epochs, self.seed)
         analysis = analyse(spec)
         for key, value in {
-            "params": analysis.params, "receptive_field": analysis.receptive_field, "spec": spec.to_dict(),
-            "config": config.to_dict(), "device": self.device, "cpu_threads": torch.get_num_threads(),
-            "max_params": self.max_params,
-            "last_k": self.last_k, "seeds": self.seeds,
+            records.SCHEMA: records.SCHEMA_VERSION, records.PARAMS: analysis.params,
+            records.RECEPTIVE_FIELD: analysis.receptive_field, records.SPEC: spec.to_dict(),
+            records.CONFIG: config.to_dict(), records.DEVICE: torch.device(self.device).type,
+            records.CPU_THREADS: torch.get_num_threads(), records.MAX_PARAMS: self.max_params,
+            records.LAST_K: self.last_k, records.SEEDS: self.seeds,
+            **({records.WORKER: self.worker} if self.worker else {}),
         }.items():
             trial.set_user_attr(key, value)
 
@@ -94,6 +101,8 @@ class Objective:
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             history.append(metrics)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, index, epoch, metrics)
             if index == 0:
                 trial.set_user_attr("history", history)
             else:

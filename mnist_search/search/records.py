@@ -44,6 +44,7 @@ INFEASIBLE = "infeasible"
 WEIGHTS_ARTIFACT = "weights_artifact"
 WEIGHTS_SHA256 = "weights_sha256"
 WARM_START = "warm_start"
+WORKER = "worker"  # host:pid of the process training the trial
 
 # Study user attributes.
 CONFIRM_PREFIX = "confirm:"  # + trial number: that trial's Confirmation

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_search.errors import ConfigError
-from mnist_search.models.build import SeededDropout
+from mnist_search.models.network import SeededDropout
 from mnist_search.models.spec import INPUT_SHAPE
 from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.averaging import WeightAverage, decay_for

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 
-from mnist_search.search import make_pruner
+from mnist_search.search.study import make_pruner
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pruner_replay.py"
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from mnist_search.commands.run import worker_env
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-from mnist_search.search import Objective, open_study
+from mnist_search.search.objective import Objective
+from mnist_search.search.study import open_study
 from mnist_search.search.confirm import use_threads
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist

@@ -1,0 +1,151 @@
+"""Fan-out to local worker processes, supervised: `run --workers` and `confirm --workers` alike.
+
+Processes, not threads: CPU training holds the GIL between kernels. Spawned, not forked:
+forking a process that already runs PyTorch's thread pools can deadlock the child. Each child
+gets its share of the CPU cores (``cpu_threads_per_process``), its work as a JSON string (never
+a rebuilt command line: that is spelled in one place, the settings), and dies with its parent
+(Linux ``PR_SET_PDEATHSIG``), so killing the parent never leaves workers training unseen.
+
+The parent watches every child. A child that dies without a result (the OOM killer's SIGKILL,
+a crash) is reported by how it died; its caller decides what the lost work means (the search
+fails the trial it held at once, rather than after the heartbeat grace period).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mnist_search.errors import UserError
+
+PR_SET_PDEATHSIG = 1
+STOP_GRACE_S = 30  # how long stopped children may take to fail their trials cleanly before they are killed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one child ended: its result, or why there is none."""
+
+    index: int
+    pid: int | None
+    result: Any = None
+    error: str | None = None  # a one-line user error or a traceback from the child
+    user_error: bool = False
+    exitcode: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exitcode == 0
+
+    def died(self) -> str:
+        """How the child ended without a result, in words."""
+        if self.exitcode is not None and self.exitcode < 0:
+            try:
+                return f"was killed by {signal.Signals(-self.exitcode).name}"
+            except ValueError:
+                return f"was killed by signal {-self.exitcode}"
+        return f"exited with code {self.exitcode}"
+
+
+def run_processes(target: Callable[[str], Any], payloads: list[str], threads_each: int,
+                  on_start: Callable[[int, int], None] | None = None) -> list[Outcome]:
+    """Run ``target(payload)`` in one spawned process per payload and wait for all of them.
+
+    ``target`` must be a module-level function (it is imported by name in the child).
+    ``on_start(index, pid)`` is called as each child starts. If the caller is interrupted
+    (Ctrl-C, SIGTERM), the children are interrupted too, waited for, and the interruption goes on.
+    """
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    children = []
+    for index, payload in enumerate(payloads):
+        child = context.Process(target=_child, args=(target, index, payload, results, threads_each, os.getpid()),
+                                daemon=False, name=f"mnist-search-worker-{index}")
+        child.start()
+        children.append(child)
+        if on_start:
+            on_start(index, child.pid)
+    received: dict[int, tuple[str, Any]] = {}
+    try:
+        while len(received) < len(children):
+            try:
+                index, kind, value = results.get(timeout=0.5)
+                received[index] = (kind, value)
+            except queue.Empty:
+                if all(not c.is_alive() for c in children):
+                    _drain(results, received)
+                    break
+        for child in children:
+            child.join()
+    except BaseException:
+        _stop(children)
+        raise
+    outcomes = []
+    for index, child in enumerate(children):
+        kind, value = received.get(index, (None, None))
+        outcomes.append(Outcome(index=index, pid=child.pid, result=value if kind == "ok" else None,
+                                error=value if kind in ("user", "error") else None, user_error=kind == "user",
+                                exitcode=child.exitcode if kind != "ok" or child.exitcode else 0))
+    return outcomes
+
+
+def _drain(results, received: dict) -> None:
+    while True:
+        try:
+            index, kind, value = results.get(timeout=0.2)
+        except queue.Empty:
+            return
+        received[index] = (kind, value)
+
+
+def _stop(children: list) -> None:
+    """Interrupt the children (each fails its running trial, as on Ctrl-C), then kill stragglers."""
+    for child in children:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGINT)
+    for child in children:
+        child.join(STOP_GRACE_S)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _child(target: Callable[[str], Any], index: int, payload: str, results, threads: int, parent: int) -> None:
+    _die_with_parent(parent)
+    if not os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        results.put((index, "ok", target(payload)))
+    except UserError as exc:
+        results.put((index, "user", str(exc)))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException:
+        results.put((index, "error", traceback.format_exc()))
+        sys.exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Be interrupted (SIGINT: the running trial is failed cleanly) when the parent dies."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+        except OSError:
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        sys.exit(130)
+    # The parent is the one that handles SIGHUP and SIGTERM: here, both stop the work as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)

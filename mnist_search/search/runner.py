@@ -1,0 +1,251 @@
+"""Run a search from settings: create or resume the study, warm-start it, train trials here or in
+local worker processes, and report progress. The command line and the Python API both call
+:func:`run_search`; a worker on another machine calls :func:`join_search`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from mnist_search.errors import UserError, WorkFailed
+from mnist_search.search import records
+from mnist_search.search.objective import Objective, TrainingDiverged
+from mnist_search.search.processes import run_processes
+from mnist_search.search.progress import SearchProgress, counts
+from mnist_search.search.settings import SearchSettings
+from mnist_search.search.study import make_pruner, make_sampler
+from mnist_search.search.warm_start import best_of, enqueue
+from mnist_search.storage import default_artifact_dir, mask_password, open_storage
+
+WORKER_SLOTS = "worker_slots"  # study attribute: sampler seeds handed out so far (one per process)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a search lives: its store, its study, its data and its trials' weights."""
+
+    storage_url: str
+    study_name: str = "mnist-search"
+    data_dir: str | None = None
+    artifact_dir: str | None = None  # default: beside the SQLite file
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.artifact_dir) if self.artifact_dir else default_artifact_dir(self.storage_url)
+
+
+def run_search(settings: SearchSettings, where: Location, progress: SearchProgress | None = None) -> optuna.Study:
+    """Add ``settings.trials`` trials to the study at ``where`` (created if new) and return it.
+
+    Bad input (data, storage, incompatible study) fails before any trial starts. With
+    ``settings.workers`` > 1 the trials are split over that many local processes.
+    """
+    from mnist_search.trainer import load_mnist, resolve_device
+
+    device = resolve_device(settings.device)
+    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+    data = load_mnist(where.data_dir, val_size=settings.val_size)  # before the study: bad data writes nothing
+    if settings.warm_start == where.study_name:
+        raise UserError(f"warm_start names this study ({where.study_name!r}); name the study to copy from")
+    # The study to copy from is checked first, so a typo creates no empty study.
+    picks = best_of(load_existing(storage, settings.warm_start), settings.warm_start_top) if settings.warm_start else []
+    study = create_or_resume(storage, where.study_name, settings)
+    check_artifacts_writable(where.artifacts)
+    existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    progress = progress or SearchProgress(settings.trials)
+    if picks:
+        queued = enqueue(study, settings.warm_start, picks)
+        progress.line(f"warm start from study {settings.warm_start!r}: queued "
+                      f"{', '.join(f'#{n}' for n in queued) or 'none'} at a budget of {settings.max_params:,} params"
+                      + (f" ({len(picks) - len(queued)} queued or run before)" if len(queued) < len(picks) else ""))
+    at_once = f" ({settings.jobs} at a time)" if settings.jobs > 1 else ""
+    progress.start(
+        f"study {study.study_name!r} in {mask_password(where.storage_url)}: {existing} trials so far; running "
+        f"{settings.trials} more on {device}{at_once} (budget {settings.max_params:,} params, {settings.epochs} epochs"
+        + (f" x {settings.seeds_per_trial} seeds" if settings.seeds_per_trial > 1 else "")
+        + f", sampler {settings.sampler}, pruner {settings.pruner}); weights in {where.artifacts}")
+    try:
+        if settings.workers > 1:
+            _fan_out(settings, where, study, progress)
+        else:
+            _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
+                      parallel=settings.jobs > 1)
+    finally:
+        progress.close()
+    return study
+
+
+def join_search(settings: SearchSettings, where: Location, progress: SearchProgress | None = None) -> optuna.Study:
+    """Run ``settings.trials`` trials of an existing study from this process (a worker on any machine)."""
+    from mnist_search.trainer import load_mnist, resolve_device
+
+    device = resolve_device(settings.device)
+    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+    data = load_mnist(where.data_dir, val_size=settings.val_size)
+    study = load_existing(storage, where.study_name)
+    check_compatible(study, settings)
+    check_artifacts_writable(where.artifacts)
+    progress = progress or SearchProgress(settings.trials)
+    progress.start(f"joining study {study.study_name!r} in {mask_password(where.storage_url)}: "
+                   f"{settings.trials} trials on {device}")
+    try:
+        # Other workers may share the study: sample as if trials run side by side.
+        _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
+                  parallel=True)
+    finally:
+        progress.close()
+    return study
+
+
+def create_or_resume(storage, study_name: str, settings: SearchSettings) -> optuna.Study:
+    """The study ``study_name``, created with ``settings`` recorded, or resumed when compatible."""
+    directions = ["maximize", "minimize"] if settings.pareto else ["maximize"]
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, load_if_exists=True)
+    check_compatible(study, settings)
+    if records.SETTINGS not in study.user_attrs:
+        study.set_user_attr(records.SETTINGS, settings.to_dict())
+    return study
+
+
+def check_compatible(study: optuna.Study, settings: SearchSettings) -> None:
+    """Refuse a study whose direction(s) or recorded settings make its scores mean something else."""
+    expected = ["maximize", "minimize"] if settings.pareto else ["maximize"]
+    found = [d.name.lower() for d in study.directions]
+    if found != expected:
+        raise UserError(f"study {study.study_name!r} optimises {' and '.join(found)}, but objective "
+                        f"{settings.objective!r} needs {' and '.join(expected)}; choose another study name"
+                        + (" or objective" if len(found) != len(expected) else ""))
+    stored = study.user_attrs.get(records.SETTINGS)
+    if isinstance(stored, dict) and not settings.allow_mixed:
+        differences = settings.score_differences(stored)
+        if differences:
+            raise UserError(f"study {study.study_name!r} was created with settings that give its scores another "
+                            f"meaning ({'; '.join(differences)}); use its settings, another study name, or allow_mixed")
+
+
+def load_existing(storage, study_name: str) -> optuna.Study:
+    """An existing study; a user error naming the studies there when there is none of that name."""
+    try:
+        return optuna.load_study(storage=storage, study_name=study_name, sampler=None, pruner=None)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UserError(f"no study named {study_name!r} in this storage"
+                        + (f"; studies there: {', '.join(names)}" if names else "; it holds no study yet")) from None
+
+
+def check_artifacts_writable(directory: Path) -> None:
+    """Before any training: the weights of a finished trial must have somewhere to go."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write trial weights to {directory}: {exc.strerror or exc}; "
+                        "choose another artifact directory") from None
+
+
+def _sampler_seed(study: optuna.Study, settings: SearchSettings, count: int) -> list[int | None]:
+    """``count`` sampler seeds no other process of any run of this study has used.
+
+    A fixed ``seed`` alone would make every worker (and every resumed run) replay the same
+    samples; each process takes the next slot of a counter stored in the study, and its seed
+    mixes the run's seed with the study's name and the slot.
+    """
+    if settings.seed is None:
+        return [None] * count
+    first = study.user_attrs.get(WORKER_SLOTS, 0)
+    first = first if isinstance(first, int) and first >= 0 else 0
+    study.set_user_attr(WORKER_SLOTS, first + count)
+    name = zlib.crc32(study.study_name.encode())
+    return [(settings.seed * 1_000_003 + name * 7919 + slot) % 2**32 for slot in range(first, first + count)]
+
+
+def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, data, device: str,
+              sampler_seed: int | None, progress: SearchProgress, parallel: bool) -> None:
+    """Run ``settings.trials`` trials of ``study`` in this process (``settings.jobs`` at a time)."""
+    study.sampler = make_sampler(settings.sampler, sampler_seed, parallel=parallel)
+    # Every seed's epochs are pruning steps (see Objective).
+    study.pruner = make_pruner(settings.pruner, settings.epochs * settings.seeds_per_trial)
+
+    def on_epoch(number: int, seed: int, epoch: int, metrics: dict) -> None:
+        progress.epoch(number, seed, settings.seeds_per_trial, epoch, settings.epochs, metrics)
+
+    objective = Objective(data=data, max_params=settings.max_params, epochs=settings.epochs, device=device,
+                          artifact_dir=where.artifacts, last_k=settings.last_k,
+                          seed=settings.seed if settings.seed is not None else 0,  # the training seed
+                          compile_choice=settings.compile, pareto=settings.pareto, seeds=settings.seeds_per_trial,
+                          on_epoch=on_epoch, worker=f"{socket.gethostname()}:{os.getpid()}")
+    # Our own progress lines report each trial; Optuna's log repeats them with tracebacks.
+    verbosity = optuna.logging.get_verbosity()
+    if verbosity < optuna.logging.DEBUG:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        # Optuna checks the timeout between trials, so a running trial is never cut short.
+        study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[progress],
+                       catch=(TrainingDiverged,), gc_after_trial=False, n_jobs=settings.jobs)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, progress: SearchProgress) -> None:
+    """Split the trials over ``settings.workers`` local processes sharing the study; fail at once
+    the trial of any worker that dies, and raise WorkFailed naming it."""
+    from mnist_search.trainer import cpu_threads_per_process
+
+    shares = [s for s in (settings.trials // settings.workers + (i < settings.trials % settings.workers)
+                          for i in range(settings.workers)) if s]
+    seeds = _sampler_seed(study, settings, len(shares))
+    threads = int(os.environ.get("OMP_NUM_THREADS") or cpu_threads_per_process(len(shares)))
+    payloads = [json.dumps({"settings": settings.replace(trials=share, workers=1).to_dict(), "index": index,
+                            "where": vars(where), "sampler_seed": seed})
+                for index, (share, seed) in enumerate(zip(shares, seeds))]
+    progress.line(f"starting {len(shares)} worker processes ({', '.join(map(str, shares))} trials, "
+                  f"{threads} CPU thread{'s' if threads > 1 else ''} each)")
+    outcomes = run_processes(work_share, payloads, threads)
+    failures = []
+    for outcome in outcomes:
+        if outcome.ok:
+            continue
+        if outcome.user_error:
+            raise UserError(outcome.error)
+        held = fail_trials_of(study, f"{socket.gethostname()}:{outcome.pid}")
+        holding = f" holding trial {', '.join(f'#{n}' for n in held)} (now marked failed)" if held else ""
+        reason = outcome.error.strip().splitlines()[-1] if outcome.error else outcome.died()
+        failures.append(f"worker {outcome.index + 1} (pid {outcome.pid}){holding}: {reason}")
+    progress.line(f"workers finished; {counts(study)}; {progress.best(study)}")
+    if failures:
+        raise WorkFailed("; ".join(failures))
+
+
+def fail_trials_of(study: optuna.Study, worker: str) -> list[int]:
+    """Mark failed the running trials that ``worker`` (host:pid) held; their numbers."""
+    storage = study._storage  # Optuna has no public way to end another process's trial
+    held = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get(records.WORKER) == worker]
+    for trial in held:
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return [t.number for t in held]
+
+
+def work_share(payload: str) -> int:
+    """A local worker process: run its share of the trials; returns how many ran."""
+    from mnist_search.trainer import load_mnist, resolve_device
+
+    job = json.loads(payload)
+    settings = SearchSettings.from_dict(job["settings"])
+    where = Location(**job["where"])
+    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+    data = load_mnist(where.data_dir, val_size=settings.val_size)
+    study = load_existing(storage, where.study_name)
+    progress = SearchProgress(settings.trials, live=False, prefix=f"[worker {job['index'] + 1}] ")
+    _optimize(study, settings, where, data, str(resolve_device(settings.device)), job["sampler_seed"], progress,
+              parallel=True)
+    return progress.done

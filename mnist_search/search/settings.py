@@ -1,0 +1,174 @@
+"""SearchSettings: every option of a search, as one frozen, self-validating value.
+
+The command line, the Python API and worker processes all build a search from this one
+value (workers receive it as JSON), so an option is defined, defaulted and checked once.
+Messages name the setting (``max_params``), never a command-line flag: the caller knows how
+its users spell it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from mnist_search.defaults import (
+    COMPILE_CHOICES,
+    DEFAULT_HEARTBEAT_GRACE_S,
+    DEFAULT_LAST_K,
+    DEFAULT_MAX_PARAMS,
+    DEFAULT_VAL_SIZE,
+    PRUNERS,
+    SAMPLERS,
+)
+from mnist_search.errors import ConfigError
+
+OBJECTIVES = ("score", "pareto")
+# The narrowest network the space can build (one 4-wide conv per block and a 1x1 head) has ~300 parameters.
+MIN_BUDGET = 300
+# Each job trains on a CUDA stream of its own out of PyTorch's pool of 32; on the H100 the
+# throughput stopped growing at 8 (BENCHMARKS.md).
+MAX_JOBS = 16
+MNIST_TRAIN_IMAGES = 60_000
+# Settings that change what a trial's score means: a study's trials are comparable only when
+# these agree, so resuming a study with other values is refused unless mixing is allowed.
+SCORE_SETTINGS = ("epochs", "last_k", "max_params", "objective", "seeds_per_trial", "val_size")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Every option of a search.
+
+    Attributes:
+        trials: trials this run adds to the study (split over ``workers``).
+        max_params: the parameter budget every sampled network fits.
+        epochs: training epochs per trial.
+        last_k: the score is the mean validation accuracy of the last ``last_k`` epochs
+            (default: min(5, epochs)).
+        seeds_per_trial: train each trial with this many seeds and score it by their mean.
+        objective: 'score' maximises the score; 'pareto' also minimises parameters (no pruning).
+        sampler: 'tpe' (multivariate), 'random' or 'nsga2'.
+        pruner: 'median', 'hyperband' or 'none'.
+        seed: the sampler's seed (None: random); also the first training seed (None: 0).
+        timeout_minutes: start no new trial after this many minutes (None: no limit).
+        jobs: trials trained at once in each process, each on its own CUDA stream.
+        workers: local worker processes sharing the study.
+        device: 'auto' (CUDA when present), 'cpu' or 'cuda'.
+        compile: 'auto', 'on' or 'off': torch.compile each trial's training step.
+        val_size: training images held out for validation.
+        heartbeat_grace_s: seconds without a heartbeat before a worker's trial counts as dead.
+        warm_start: name of a study in the same storage whose best trials run first.
+        warm_start_top: how many of its best trials to queue.
+        allow_mixed: resume a study even when settings that change what a score means differ.
+    """
+
+    trials: int = 20
+    max_params: int = DEFAULT_MAX_PARAMS
+    epochs: int = 15
+    last_k: int | None = None
+    seeds_per_trial: int = 1
+    objective: str = "score"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    timeout_minutes: float | None = None
+    jobs: int = 1
+    workers: int = 1
+    device: str = "auto"
+    compile: str = "auto"
+    val_size: int = DEFAULT_VAL_SIZE
+    heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
+    warm_start: str | None = None
+    warm_start_top: int = 3
+    allow_mixed: bool = False
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        if self.last_k is None:
+            object.__setattr__(self, "last_k", min(DEFAULT_LAST_K, self.epochs) if self.epochs >= 1 else 1)
+        checks = [
+            (self.trials >= 1, f"trials must be at least 1, got {self.trials}"),
+            (self.max_params >= MIN_BUDGET,
+             f"max_params {self.max_params} is too small for any network in the space; use at least {MIN_BUDGET}"),
+            (1 <= self.epochs <= 1000, f"epochs must be between 1 and 1000, got {self.epochs}"),
+            (1 <= self.last_k <= self.epochs, f"last_k must be between 1 and epochs ({self.epochs}), got {self.last_k}"),
+            (1 <= self.seeds_per_trial <= 100, f"seeds_per_trial must be between 1 and 100, got {self.seeds_per_trial}"),
+            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
+            (self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}"),
+            (self.seed is None or 0 <= self.seed < 2**32, f"seed must be between 0 and 2**32 - 1, got {self.seed}"),
+            (self.timeout_minutes is None or (math.isfinite(self.timeout_minutes) and self.timeout_minutes > 0),
+             f"timeout_minutes must be a positive number of minutes, got {self.timeout_minutes}"),
+            (1 <= self.jobs <= MAX_JOBS, f"jobs must be between 1 and {MAX_JOBS}, got {self.jobs}"),
+            (1 <= self.workers <= 256, f"workers must be between 1 and 256, got {self.workers}"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"device must be auto, cpu or cuda, got {self.device!r}"),
+            (self.compile in COMPILE_CHOICES, f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}"),
+            (1 <= self.val_size < MNIST_TRAIN_IMAGES,
+             f"val_size must be between 1 and {MNIST_TRAIN_IMAGES - 1:,} (the search scores on it), got {self.val_size}"),
+            (self.heartbeat_grace_s >= 4, f"heartbeat_grace_s must be at least 4 seconds, got {self.heartbeat_grace_s}"),
+            (self.warm_start_top >= 1, f"warm_start_top must be at least 1, got {self.warm_start_top}"),
+            (self.warm_start is None or self.warm_start.strip() != "", "warm_start must name a study"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.timeout_minutes * 60 if self.timeout_minutes is not None else None
+
+    def replace(self, **changes: Any) -> SearchSettings:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SearchSettings:
+        if not isinstance(data, dict):
+            raise ConfigError("search settings must be a JSON object")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown search setting(s): {', '.join(map(str, unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSettings:
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, RecursionError):
+            raise ConfigError("search settings are not valid JSON") from None
+
+    def score_differences(self, stored: dict[str, Any]) -> list[str]:
+        """The settings that change what a score means and differ from ``stored`` (a study's record)."""
+        return [f"{name} {stored[name]!r} -> {getattr(self, name)!r}" for name in SCORE_SETTINGS
+                if name in stored and stored[name] != getattr(self, name)]
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """Check ``value`` against a field's annotation ('int', 'float | None', ...): bools are not ints."""
+    kinds = [kind.strip() for kind in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return
+    for kind in kinds:
+        allowed = _TYPES.get(kind)
+        if allowed and isinstance(value, allowed) and (kind == "bool" or not isinstance(value, bool)):
+            if isinstance(value, float) and not math.isfinite(value):
+                break
+            return
+    wanted = " or ".join("a whole number" if k == "int" else "a number" if k == "float" else
+                         "text" if k == "str" else "true/false" if k == "bool" else "absent" for k in kinds)
+    raise ConfigError(f"{name} must be {wanted}, got {value!r:.40}")
