@@ -20,3 +20,7 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A training configuration or command-line option is out of range."""
+
+
+class StorageError(UserError):
+    """The study store cannot be used: missing, read-only, full, another program's, or of another Optuna version."""
