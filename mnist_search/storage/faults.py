@@ -87,14 +87,16 @@ def is_transient(error: DBAPIError | PoolTimeoutError) -> bool:
 
 def explain(exc: BaseException) -> str:
     """One line: what went wrong and, where known, how to fix it."""
+    meaning = known_meaning(exc)
+    reason = first_line(getattr(exc, "orig", None) or exc)
+    return f"{meaning[0]} ({reason}); {meaning[1]}" if meaning else reason
+
+
+def known_meaning(exc: BaseException) -> tuple[str, str] | None:
+    """(problem, fix) for a database error the user can fix, else None."""
     orig = getattr(exc, "orig", None) or exc
-    reason = first_line(orig)
-    code, state = sqlite_code(orig), sqlstate(orig)
-    meaning = SQLITE_MEANING.get(code) if code is not None else PG_MEANING.get(state or "")
-    if meaning is None:
-        return reason
-    problem, fix = meaning
-    return f"{problem} ({reason}); {fix}"
+    code = sqlite_code(orig)
+    return SQLITE_MEANING.get(code) if code is not None else PG_MEANING.get(sqlstate(orig) or "")
 
 
 def sqlite_code(orig: object) -> int | None:

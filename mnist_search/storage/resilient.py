@@ -20,9 +20,11 @@ import logging
 import time
 
 from optuna.storages import BaseStorage, RDBStorage
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from mnist_search.errors import StorageError
-from mnist_search.storage.faults import database_error, explain, is_transient
+from mnist_search.storage.faults import database_error, explain, is_transient, known_meaning
 from mnist_search.storage.names import check_study_name
 from mnist_search.storage.sqlite import begin_immediate
 from mnist_search.storage.urls import hide_password, mask_password
@@ -40,6 +42,8 @@ def _retrying(method):
         while True:
             try:
                 return method(self, *args, **kwargs)
+            except StorageError as exc:  # raised inside SQLAlchemy (below), chained to the driver's error
+                raise exc from None
             except Exception as exc:
                 error = database_error(exc)
                 if error is None:
@@ -58,19 +62,33 @@ def _retrying(method):
     return call
 
 
+def _name_known_faults_at_once(engine: Engine, url: str) -> None:
+    """Turn a database error with a known meaning (read-only, disk full, ...) into StorageError
+    where SQLAlchemy raises it, so that it escapes Optuna's own retry loops (Optuna retries
+    creating a trial five times, sleeping up to 2 s between tries) as well as ours."""
+
+    @event.listens_for(engine, "handle_error")
+    def _explain(context) -> None:
+        error = context.sqlalchemy_exception
+        if error is not None and known_meaning(error):
+            raise StorageError(f"storage {mask_password(url)}: {hide_password(explain(error), url)}")
+
+
 class ResilientRDBStorage(RDBStorage):
-    """RDBStorage whose every storage operation is retried across transient database outages,
-    and whose SQLite transactions begin with the write lock (storage/sqlite.py)."""
+    """RDBStorage whose every storage operation is retried across transient database outages and
+    fails at once on a permanent fault, and whose SQLite transactions begin with the write lock
+    (storage/sqlite.py)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._lock_sqlite_transactions()
+        self._prepare_engine()
 
     def __setstate__(self, state: dict) -> None:  # unpickling builds a new engine
         super().__setstate__(state)
-        self._lock_sqlite_transactions()
+        self._prepare_engine()
 
-    def _lock_sqlite_transactions(self) -> None:
+    def _prepare_engine(self) -> None:
+        _name_known_faults_at_once(self.engine, self.url)
         if self.engine.dialect.name == "sqlite":  # else two threads or workers can take the same queued trial
             begin_immediate(self.engine)
 
