@@ -52,8 +52,9 @@ def _retrying(method):
                 if not is_transient(error):
                     raise StorageError(f"storage {shown}: {reason}") from None
                 if time.monotonic() + delay > deadline:
-                    raise StorageError(f"storage {shown} stayed unreachable for {RETRY_WINDOW_S:.0f} s ({reason}); "
-                                       "check the database server and run again") from None
+                    raise StorageError(f"storage {shown} stayed unavailable for {RETRY_WINDOW_S:.0f} s ({reason}); "
+                                       "check the database server, or what holds the SQLite file locked, and run "
+                                       "again") from None
                 logger.warning("storage call %s failed (%s); retrying in %.1f s", method.__name__,
                                type(error).__name__, delay)
                 time.sleep(delay)

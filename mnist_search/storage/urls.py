@@ -113,7 +113,10 @@ def is_in_memory(parsed: URL) -> bool:
 
 def default_artifact_dir(url: str) -> Path:
     """A directory beside a SQLite file (``NAME-artifacts``), else ./mnist-search-artifacts."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return Path("mnist-search-artifacts")
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         db = Path(parsed.database).expanduser()
         return db.with_name(db.stem + "-artifacts")
