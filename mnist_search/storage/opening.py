@@ -53,7 +53,7 @@ def _open(parsed: URL, shown: str, heartbeat_grace: int, create: bool) -> RDBSto
     if postgres:
         tables = table_names(parsed, engine_kwargs)
     else:
-        path = Path(parsed.database).expanduser().resolve()
+        path = Path(parsed.database).resolve()  # as SQLite opens it: no ~ expansion
         if not path.parent.is_dir():
             raise StorageError(f"directory {path.parent} of the SQLite storage {shown} does not exist; create it first")
         if not path.exists() and not create:
