@@ -71,7 +71,7 @@ def _open(parsed: URL, shown: str, heartbeat_grace: int, create: bool) -> RDBSto
             parsed.render_as_string(hide_password=False),
             engine_kwargs=engine_kwargs,
             # An existing store's schema is checked below, before anything could be added to it.
-            skip_table_creation="alembic_version" in tables,
+            skip_table_creation=not create or "alembic_version" in tables,
             skip_compatibility_check=True,
             heartbeat_interval=max(1, heartbeat_grace // 4),
             grace_period=heartbeat_grace,
