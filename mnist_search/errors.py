@@ -22,5 +22,9 @@ class ConfigError(UserError):
     """A training configuration or command-line option is out of range."""
 
 
+class StorageError(UserError):
+    """The study store cannot be used: missing, read-only, full, another program's, or of another Optuna version."""
+
+
 class WorkFailed(Exception):
     """The work ran but did not succeed (a worker process died, training diverged): exit code 1."""

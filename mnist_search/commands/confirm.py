@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
-    study = load_existing(open_storage(url), args.study_name)
+    study = load_existing(open_storage(url, create=False), args.study_name)
 
     def announce(record, epochs: int) -> None:
         at_once = f", {min(args.workers, args.seeds)} at once" if args.workers > 1 else ""

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--allow-writes on {args.host} lets anyone who reaches it delete studies (the dashboard has "
                         "no authentication); bind to 127.0.0.1, or add --allow-remote-writes if you mean it")
     url = resolve_storage_url(args.storage)
-    storage = open_storage(url)
+    storage = open_storage(url, create=False)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     store = FileSystemArtifactStore(str(artifact_dir)) if artifact_dir.is_dir() else None
     server = make_dashboard_server(storage, args.host, args.port, store, allow_writes=args.allow_writes)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_search.storage.files import store_files
 
     url = resolve_storage_url(args.storage)
-    study = load_existing(open_storage(url), args.study_name)
+    study = load_existing(open_storage(url, create=False), args.study_name)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     done = export(study, args.output, weights=args.weights, max_params=args.max_params, artifact_dir=artifact_dir,
                   protected=store_files(url), source_label=mask_password(url))

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_search.search.runner import load_existing
     from mnist_search.storage import open_storage, resolve_storage_url
 
-    study = load_existing(open_storage(resolve_storage_url(args.storage)), args.study_name)
+    study = load_existing(open_storage(resolve_storage_url(args.storage), create=False), args.study_name)
     if not study.get_trials(deepcopy=False):
         raise UserError(f"study {study.study_name!r} has no trials yet; run `mnist-search run` first")
     try:

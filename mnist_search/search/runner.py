@@ -22,7 +22,7 @@ from mnist_search.search.progress import SearchProgress, counts
 from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
 from mnist_search.search.warm_start import best_of, enqueue
-from mnist_search.storage import default_artifact_dir, mask_password, open_storage
+from mnist_search.storage import check_study_name, default_artifact_dir, mask_password, open_storage
 
 WORKER_SLOTS = "worker_slots"  # study attribute: sampler seeds handed out so far (one per process)
 
@@ -49,6 +49,7 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     """
     from mnist_search.trainer import load_mnist, resolve_device
 
+    check_study_name(where.study_name)
     device = resolve_device(settings.device)
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
     data = load_mnist(where.data_dir, val_size=settings.val_size)  # before the study: bad data writes nothing
@@ -87,7 +88,7 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
     from mnist_search.trainer import load_mnist, resolve_device
 
     device = resolve_device(settings.device)
-    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
     data = load_mnist(where.data_dir, val_size=settings.val_size)
     study = load_existing(storage, where.study_name)
     check_compatible(study, settings)
@@ -242,7 +243,7 @@ def work_share(payload: str) -> int:
     job = json.loads(payload)
     settings = SearchSettings.from_dict(job["settings"])
     where = Location(**job["where"])
-    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
     data = load_mnist(where.data_dir, val_size=settings.val_size)
     study = load_existing(storage, where.study_name)
     progress = SearchProgress(settings.trials, live=False, prefix=f"[worker {job['index'] + 1}] ")

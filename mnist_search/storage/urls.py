@@ -1,24 +1,21 @@
-"""Storage URLs: which store a study lives in, how to open it, and how to show its URL safely."""
+"""Storage URLs: which store a study lives in, which driver reaches it, and how to show the URL safely."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
-import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError
 
-from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_STORAGE, STORAGE_ENV
-from mnist_search.errors import UserError
-from mnist_search.storage.resilient import ResilientRDBStorage
+from mnist_search.defaults import DEFAULT_STORAGE, STORAGE_ENV
+from mnist_search.errors import StorageError
 
 SCHEMES = ("sqlite", "postgresql")
-# A worker that stops heart-beating for the grace period is presumed dead: the next worker
-# to start a trial fails its trial and enqueues a retry. Beats come 4 times per grace period.
-MAX_RETRY = 2
+USE = "use sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB"
+ENCODE_PASSWORD = "percent-encode the password, e.g. with urllib.parse.quote(password, safe='')"
+POSTGRES_DRIVERS = "use postgresql:// or postgresql+psycopg:// (psycopg 3, installed with mnist-search)"
 
 
 def resolve_storage_url(url: str | None) -> str:
@@ -26,50 +23,86 @@ def resolve_storage_url(url: str | None) -> str:
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
+def credentials(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme, user, password as written, what follows the '@'), or None when the URL has no password.
+
+    The password ends at the LAST '@': a password with an unencoded '@' ("s3cr@et") would
+    otherwise show its tail as the host. A '/' before the ':' means a path, not a user.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
+        return None
+    userinfo, _, after = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not colon or "/" in user:
+        return None
+    return scheme, user, password, after
+
+
 def mask_password(url: str) -> str:
     """The URL with any password replaced by ***, safe to print or log."""
+    found = credentials(url)
+    if not found:  # then SQLAlchemy finds no password either: it too needs USER:PASSWORD@
+        return url
+    scheme, user, _, after = found
+    return f"{scheme}://{user}:***@{after}"
+
+
+def hide_password(text: str, url: str) -> str:
+    """``text`` (say, a driver's error message) with the URL's password replaced by ***, in every spelling."""
+    found = credentials(url)
+    secrets = {found[2], unquote(found[2])} if found else set()
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable storage URL>"
+        secrets.add(make_url(url).password or "")
+    except (ArgumentError, ValueError):
+        pass
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
-def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> RDBStorage:
-    """An Optuna RDB storage with heartbeats and retry of failed trials; UserError if unusable."""
+def checked_url(url: str) -> URL:
+    """The parsed storage URL, with the driver to use; StorageError if it names no store this tool can use."""
     shown = mask_password(url)
+    found = credentials(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise UserError(
-            f"malformed storage URL {shown}; use sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB"
-        ) from None
+    except (ArgumentError, ValueError):  # the message can quote part of the password: not chained
+        hint = f"; if the password holds @, : or /, {ENCODE_PASSWORD}" if found else ""
+        raise StorageError(f"malformed storage URL {shown}; {USE}{hint}") from None
+    if found and parsed.password != unquote(found[2]):  # SQLAlchemy ends the password at the FIRST '@'
+        raise StorageError(f"the password in storage URL {shown} holds an '@' that is not percent-encoded, so "
+                           f"the URL reads as another host; {ENCODE_PASSWORD}")
     backend = parsed.get_backend_name()
     if backend not in SCHEMES:
-        raise UserError(f"unsupported storage {backend!r} in {shown}; use sqlite:///PATH.db or postgresql://...")
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    if backend == "sqlite" and is_in_memory(parsed):
-        # Each thread (trials, heartbeats) would get its own empty database, and all of it is lost on exit.
-        raise UserError("an in-memory SQLite storage keeps no trials; use sqlite:///PATH.db")
+        raise StorageError(f"unsupported storage {backend!r} in {shown}; {USE}")
     if backend == "sqlite":
-        parent = Path(parsed.database).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise UserError(f"directory {parent} of the SQLite storage {shown} does not exist; create it first")
-    engine_kwargs = {"pool_pre_ping": True} if backend == "postgresql" else {"connect_args": {"timeout": 60}}
+        if parsed.get_driver_name() != "pysqlite":
+            raise StorageError(f"unsupported SQLite driver {parsed.get_driver_name()!r} in {shown}; {USE}")
+        if is_in_memory(parsed):
+            # Each thread (trials, heartbeats) would get its own empty database, and all of it is lost on exit.
+            raise StorageError("an in-memory SQLite storage keeps no trials; use sqlite:///PATH.db")
+        return parsed
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    check_postgres_driver(parsed, shown)
+    return parsed
+
+
+def check_postgres_driver(parsed: URL, shown: str) -> None:
+    """StorageError unless the URL's PostgreSQL driver is known to SQLAlchemy, synchronous and installed."""
+    driver = parsed.drivername.partition("+")[2]
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we want
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = ResilientRDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=max(1, heartbeat_grace // 4),
-                grace_period=heartbeat_grace,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
-    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise UserError(f"cannot open storage {shown}: {reason}") from None
-    return storage
+        dialect = parsed.get_dialect()
+    except ArgumentError:
+        raise StorageError(f"unknown PostgreSQL driver {driver!r} in {shown}; {POSTGRES_DRIVERS}") from None
+    if dialect.is_async:
+        raise StorageError(f"the PostgreSQL driver {driver!r} in {shown} is asynchronous, which Optuna cannot use; "
+                           f"{POSTGRES_DRIVERS}")
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise StorageError(f"the PostgreSQL driver {driver!r} in {shown} is not installed; {POSTGRES_DRIVERS}") from None
 
 
 def is_in_memory(parsed: URL) -> bool:
@@ -80,12 +113,11 @@ def is_in_memory(parsed: URL) -> bool:
 
 def default_artifact_dir(url: str) -> Path:
     """A directory beside a SQLite file (``NAME-artifacts``), else ./mnist-search-artifacts."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return Path("mnist-search-artifacts")
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         db = Path(parsed.database).expanduser()
         return db.with_name(db.stem + "-artifacts")
     return Path("mnist-search-artifacts")
-
-
-__all__ = ["DEFAULT_STORAGE", "STORAGE_ENV", "default_artifact_dir", "mask_password", "open_storage",
-           "resolve_storage_url"]

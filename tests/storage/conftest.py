@@ -1,0 +1,66 @@
+"""Real stores for the storage tests: a fresh PostgreSQL database per test, and a child process
+that file permissions bind (tests run as root in CI, and root may write to a chmod 444 file)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_ADMIN_URL = os.environ.get("MNIST_SEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+NOBODY = 65534
+
+
+def pg_admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql)
+
+
+@pytest.fixture
+def postgres_db():
+    """(URL, name) of an empty database on the real server, dropped afterwards."""
+    name = f"mnist_search_storage_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", name
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory another user can enter (pytest's tmp_path is private to its owner)."""
+    path = Path(tempfile.mkdtemp(prefix="mnist-search-storage-"))
+    path.chmod(0o755)
+    yield path
+    path.chmod(0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def unprivileged(fn: Callable[[], str]) -> str:
+    """``fn()`` in a forked child that file permissions bind (run as nobody when we are root):
+    what it returned, or "ExceptionType: message". The child imports nothing new (nobody cannot
+    read root's Python), so the parent must have run the same code paths first."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+            result = f"{type(exc).__name__}: {exc}"
+        with os.fdopen(write_end, "w") as out:
+            out.write(result)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as answer:
+        result = answer.read()
+    os.waitpid(pid, 0)
+    return result
