@@ -7,8 +7,11 @@ Each artifact's SHA-256 is recorded beside its id when it is stored, so whoever 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -20,16 +23,45 @@ from mnist_search.errors import UserError
 from mnist_search.models.weights import save_weights
 
 
+class ArtifactWriteError(UserError):
+    """Trained weights could not be stored (a full or unwritable artifact directory)."""
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """Optuna's file store, but an artifact appears whole or not at all: a full disk leaves no
+    truncated weights file behind (Optuna's own store writes the final file in place)."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        final = self._get_filepath(artifact_id)
+        handle, temporary = tempfile.mkstemp(prefix=".incoming-", dir=final.parent)
+        try:
+            with os.fdopen(handle, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, final)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+
 def store_weights(model: nn.Module, artifact_dir: Path, owner: optuna.Trial | optuna.Study,
                   name: str) -> tuple[str, str]:
-    """Upload ``model``'s weights (safetensors) as an artifact of ``owner``: (artifact id, SHA-256)."""
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.safetensors"
-        save_weights(model, path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(str(artifact_dir)), file_path=str(path),
-                                      study_or_trial=owner)
+    """Upload ``model``'s weights (safetensors) as an artifact of ``owner``: (artifact id, SHA-256).
+
+    A write that fails is an :class:`ArtifactWriteError`: the caller fails the trial and stops.
+    """
+    try:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.safetensors"
+            save_weights(model, path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            artifact_id = upload_artifact(artifact_store=AtomicFileSystemArtifactStore(str(artifact_dir)),
+                                          file_path=str(path), study_or_trial=owner)
+    except OSError as exc:
+        raise ArtifactWriteError(f"cannot store the trained weights in {artifact_dir}: {exc.strerror or exc}; "
+                                 "free space or choose another artifact directory") from None
     return artifact_id, digest
 
 

@@ -21,7 +21,7 @@ EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, ep
 
 def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, seeds: int = 3, first_seed: int = 0,
             last_k: int = 5, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
-            data_dir: str | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
+            data_dir: str | os.PathLike | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
             on_epoch: EpochCallback | None = None,
             on_trial: Callable[[TrialRecord, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
     """Retrain the ``top`` best completed trials (or the numbers in ``trials``) with ``seeds`` training
@@ -38,6 +38,7 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
             raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
     if first_seed + seeds > 2**31:
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
+    data_dir = str(data_dir) if data_dir is not None else None
     chosen = choose(study, top, trials)
     for record in chosen:
         if record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
@@ -125,7 +126,7 @@ def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback |
     from mnist_search.trainer import cpu_threads_per_process
 
     threads = int(os.environ.get("OMP_NUM_THREADS") or cpu_threads_per_process(workers))
-    target = _seed_with_progress if on_epoch is print_epoch else _seed_quietly
+    target = _seed_with_progress if on_epoch is not None else _seed_quietly
     trained = []
     for start in range(0, len(jobs), workers):
         for outcome in run_processes(target, jobs[start : start + workers], threads):

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from mnist_search.models import PRESETS, analyse  # noqa: E402
-from mnist_search.search.confirm import CONFIRM_KEY  # noqa: E402
+from mnist_search.search.records import confirm_key  # noqa: E402
 from mnist_search.search.study import is_pareto, ranked, score  # noqa: E402
 
 TOP = 10
@@ -44,7 +44,7 @@ def confirmations(study: optuna.Study) -> list[dict]:
     """The trials `mnist-search confirm` retrained on the test set, best mean final accuracy first."""
     rows, attrs = [], study.user_attrs  # one storage read, not one per trial
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        result = attrs.get(CONFIRM_KEY.format(number=t.number))
+        result = attrs.get(confirm_key(t.number))
         if result:
             rows.append({"trial": t.number, "params": t.user_attrs.get("params"), "seeds": len(result["runs"]),
                          **{k: v for k, v in result.items() if k != "runs"}})

@@ -88,7 +88,7 @@ def test_a_full_disk_is_one_line_at_once(tmp_path):
 def test_a_read_only_postgres_database_is_one_line_at_once(postgres_db):
     url, name = postgres_db
     storage = open_storage(url)
-    trial_id = optuna.create_study(storage=storage, study_name="kept").ask()._trial_id
+    optuna.create_study(storage=storage, study_name="kept").ask()
     storage.engine.dispose()
     pg_admin(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
 
