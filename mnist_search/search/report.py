@@ -22,20 +22,23 @@ from matplotlib.ticker import MaxNLocator, StrMethodFormatter  # noqa: E402
 
 from mnist_search.models import PRESETS, analyse  # noqa: E402
 from mnist_search.search.confirm import CONFIRM_KEY  # noqa: E402
-from mnist_search.search.study import is_pareto, ranked, score  # noqa: E402
+from mnist_search.search.study import ranked, score  # noqa: E402
 
 TOP = 10
 CURVES = 5  # top trials drawn in the per-epoch plot; more lines than this tangle
-ZOOM_POINTS = 2.0  # the accuracy plot shows this many points below the best; the rest are counted
+# Accuracy axes show trials down to this many times the best trial's error rate, and at least
+# this many points below it; the rest are counted.
+ZOOM_ERROR, ZOOM_POINTS = 3.0, 2.0
 # Importances rank noise below this many completed trials (each of ~30 parameters needs a spread of values).
 MIN_TRIALS_FOR_IMPORTANCE = 10
 TOP_FOR_IMPORTANCE = 5  # PED-ANOVA's advice: at least this many trials in the top group
-IMPORTANCE_BARS = 12  # the rest share the remaining importance and are named in the title
+IMPORTANCE_BARS = 12  # the rest are counted in the title
 SEED_RANGE = 1.25  # seed networks are drawn up to this many times the largest trial's parameters
 DPI = 110
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
 
+# Keyed by the names search.space gives its parameters (block widths are matched below).
 PARAM_LABELS = {
     "block1_convs": "number of 3x3 convs before the max-pool",
     "block2_convs": "number of 3x3 convs after the max-pool",
@@ -113,11 +116,21 @@ def padded(values: list[float], fraction: float = 0.08, least: float = 0.05) -> 
 
 
 def zoom(trials: list[float], marked: list[float]) -> tuple[float, float, int]:
-    """The accuracy axis limits and how many trials fall below them: down to ``ZOOM_POINTS`` below
-    the best trial (one trial that learnt nothing would squash all the others into a line), and
-    to every marked point (seed networks, confirmations), so none of those is cut off."""
-    low, high = padded([min([max(max(trials) - ZOOM_POINTS, min(trials))] + marked), max(trials + marked)])
+    """The accuracy axis limits and how many trials fall below them.
+
+    Down to ``ZOOM_ERROR`` times the best trial's error rate, and at least ``ZOOM_POINTS`` below
+    it: one trial that learnt nothing would squash all the others into a line, while a study whose
+    best is far from 100% spreads its good trials wider. And down to every marked point (seed
+    networks, confirmations), so none of those is cut off.
+    """
+    best = max(trials)
+    bottom = max(min(best - ZOOM_POINTS, 100 - ZOOM_ERROR * (100 - best)), min(trials))
+    low, high = padded([min([bottom] + marked), max(trials + marked)])
     return low, high, sum(y < low for y in trials)
+
+
+def _not_shown(hidden: int, low: float) -> str:
+    return f"{hidden} trial{'s' if hidden != 1 else ''} below {low:.1f}% not shown"
 
 
 def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -198,7 +211,7 @@ def accuracy_vs_params(study: optuna.Study) -> Figure | str:
     ax.set_xlabel("parameters")
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.set_ylabel("accuracy (%)")
-    notes = [f"{hidden} trials below {bottom:.1f}% not shown"] if hidden else []
+    notes = [_not_shown(hidden, bottom)] if hidden else []
     far = [params for _, params, _ in seeds if params > SEED_RANGE * largest]
     if far:
         notes.append(f"seed networks of {min(far):,}+ parameters lie beyond the trials")
@@ -211,7 +224,8 @@ def accuracy_vs_params(study: optuna.Study) -> Figure | str:
 
 def epoch_curves(study: optuna.Study, rows: list[dict]) -> Figure | str:
     """Validation accuracy after every epoch for the top trials of the leaderboard."""
-    curves = [(row, study.trials[row["trial"]].user_attrs.get("history", [])) for row in rows[:CURVES]]
+    trials = study.get_trials(deepcopy=False)  # numbered from 0: a trial's number is its index
+    curves = [(row, trials[row["trial"]].user_attrs.get("history", [])) for row in rows[:CURVES]]
     curves = [(row, history) for row, history in curves if history]
     if not curves:
         return "no trial has completed yet."
@@ -245,7 +259,7 @@ def optimization_history(study: optuna.Study) -> Figure | str:
     ax.set_xlabel("trial number")
     ax.set_ylabel("validation score (%)")
     title = f"Validation score by trial, study {study.study_name!r}"
-    ax.set_title(title + (f"\n({hidden} trials below {bottom:.1f}% not shown)" if hidden else ""))
+    ax.set_title(title + (f"\n({_not_shown(hidden, bottom)})" if hidden else ""))
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return figure

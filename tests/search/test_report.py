@@ -8,9 +8,17 @@ import pytest
 from matplotlib.figure import Figure
 
 from mnist_search.search.report import (
-    MIN_TRIALS_FOR_IMPORTANCE, epoch_curves, leaderboard, param_importances, param_label, pareto_front,
-    write_report, zoom,
+    MIN_TRIALS_FOR_IMPORTANCE,
+    PARAM_LABELS,
+    epoch_curves,
+    leaderboard,
+    param_importances,
+    param_label,
+    pareto_front,
+    write_report,
+    zoom,
 )
+from mnist_search.search.space import Infeasible, sample_choices, sample_config
 
 
 def recorded_study(trials: int, level: float = 90.0, epochs: int = 2, pareto: bool = False) -> optuna.Study:
@@ -53,7 +61,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(points) == [(4000, 98.5), (5000, 99.0), (7000, 99.3)]
 
 
-def test_zoom_shows_two_points_below_the_best_trial_and_every_marked_point():
+def test_zoom_shows_the_best_trials_and_every_marked_point():
     # 97.3 (two points below the best) to 99.5 (the marked point), each with 8% of that range as margin:
     bottom, top, hidden = zoom([99.3, 98.0, 11.35, 97.2], marked=[99.5])
     assert (bottom, top) == (pytest.approx(97.3 - 0.176), pytest.approx(99.5 + 0.176))
@@ -62,6 +70,10 @@ def test_zoom_shows_two_points_below_the_best_trial_and_every_marked_point():
     assert zoom([95.0, 94.0], marked=[99.5])[::2] == (pytest.approx(94.0 - 0.44), 0)
     # A confirmation below the trials' range widens it rather than being cut off.
     assert zoom([99.3, 96.0], marked=[97.0]) == (pytest.approx(97.0 - 0.184), pytest.approx(99.3 + 0.184), 1)
+    # Far from 100%, the range follows the best trial's error rate: 3x its 10% error reaches 70%.
+    assert zoom([90.0, 80.0, 65.0], marked=[])[::2] == (pytest.approx(70.0 - 1.6), 1)
+    # A study that has barely learnt shows all its trials.
+    assert zoom([21.9, 21.9, 9.8], marked=[])[::2] == (pytest.approx(9.8 - 0.968), 0)
     # A single trial still gets an axis of some height.
     assert zoom([90.0], marked=[]) == (pytest.approx(89.95), pytest.approx(90.05), 0)
 
@@ -121,3 +133,24 @@ def test_importances_wait_for_enough_completed_trials():
     note = param_importances(recorded_study(MIN_TRIALS_FOR_IMPORTANCE - 1))
     assert note == (f"{MIN_TRIALS_FOR_IMPORTANCE - 1} completed trials; parameter importances need at least "
                     f"{MIN_TRIALS_FOR_IMPORTANCE} to tell a parameter's effect from noise.")
+
+
+def test_every_parameter_of_the_search_space_has_a_readable_name():
+    def objective(trial):
+        try:
+            sample_choices(trial, max_params=8000)
+        except Infeasible:
+            pass  # its structural parameters were sampled all the same
+        sample_config(trial, epochs=15, seed=0)
+        return 0.0
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study.optimize(objective, n_trials=60)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    names = {name for trial in study.trials for name in trial.params}
+    assert {"block2_width3", "sgd_lr", "adam_lr", "step_size"} <= names  # conditional ones were reached
+    assert [name for name in sorted(names) if name not in PARAM_LABELS and param_label(name) == name] == []
