@@ -179,34 +179,39 @@ def accuracy_vs_params(study: optuna.Study) -> Figure | str:
                   if t.user_attrs.get("history") and "params" in t.user_attrs]
         series[state] = [(t.user_attrs["params"],
                           score(t) if state == COMPLETE else t.user_attrs["history"][-1]["eval_acc"]) for t in trials]
-    shown = [accuracy for points in series.values() for _, accuracy in points]
-    if not shown:
+    accuracies = [accuracy for points in series.values() for _, accuracy in points]
+    if not accuracies:
         return "no trial has finished an epoch yet."
-    figure, ax = plt.subplots(figsize=(8, 5))
-    for state, (color, label) in states.items():
-        if series[state]:
-            ax.scatter(*zip(*series[state]), c=color, label=label, alpha=0.7)
-    front = pareto_front(series[COMPLETE])
-    if front:
-        # Ringed points as well as the line: a front of one trial has no line to draw.
-        ax.step([p for p, _ in front], [s for _, s in front], where="post", c="tab:red", marker="o", markersize=10,
-                markerfacecolor="none", label="Pareto front: no smaller trial scores as high")
     # The seed networks are the yardstick, but only near the trials' sizes: beside a small budget's
     # study they would squeeze all its trials into a sliver of the plot.
     seeds = [(name, analyse(preset.spec).params, max(preset.reported_test_acc)) for name, preset in PRESETS.items()]
     largest = max(params for points in series.values() for params, _ in points)
     near = [seed for seed in seeds if seed[1] <= SEED_RANGE * largest]
+    confirmed = confirmations(study)
+    bottom, top, hidden = zoom(accuracies, [best for _, _, best in near] + [r["final_mean"] for r in confirmed])
+    visible = {state: [(p, a) for p, a in points if a >= bottom] for state, points in series.items()}
+
+    figure, ax = plt.subplots(figsize=(8, 5))
+    for state, (color, label) in states.items():
+        if visible[state]:
+            ax.scatter(*zip(*visible[state]), c=color, label=label, alpha=0.7)
+    front = pareto_front(series[COMPLETE])
+    if front:
+        # Ringed points as well as the line: a front of one trial has no line to draw.
+        ax.step([p for p, _ in front], [s for _, s in front], where="post", c="tab:red", marker="o", markersize=10,
+                markerfacecolor="none", label="Pareto front: no smaller trial scores as high")
     # One marker per seed network, named in the legend: labels beside the points overprint, as
     # the seeds sit close together.
     for (name, params, best), marker in zip(near, "*PXpDhv^<>"):
         ax.scatter([params], [best], marker=marker, s=110, c="tab:orange", edgecolors="black", zorder=3,
                    label=f"{name}: {params:,} params, {best:.2f}% test (its write-up)")
-    confirmed = confirmations(study)
     if confirmed:
         ax.errorbar([r["params"] for r in confirmed], [r["final_mean"] for r in confirmed],
                     yerr=[r["final_std"] for r in confirmed], fmt="o", c="tab:green", capsize=3, zorder=4,
                     label="confirmed: final test accuracy, mean ± std over seeds")
-    bottom, top, hidden = zoom(shown, [best for _, _, best in near] + [r["final_mean"] for r in confirmed])
+    drawn = ([p for points in visible.values() for p, _ in points] + [p for _, p, _ in near]
+             + [r["params"] for r in confirmed])
+    ax.set_xlim(*padded(drawn, fraction=0.04, least=50))
     ax.set_ylim(bottom, top)
     ax.set_xlabel("parameters")
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))

@@ -7,9 +7,11 @@ import optuna
 import pytest
 from matplotlib.figure import Figure
 
+from mnist_search.models import PRESETS, analyse
 from mnist_search.search.report import (
     MIN_TRIALS_FOR_IMPORTANCE,
     PARAM_LABELS,
+    accuracy_vs_params,
     epoch_curves,
     leaderboard,
     param_importances,
@@ -154,3 +156,16 @@ def test_every_parameter_of_the_search_space_has_a_readable_name():
     names = {name for trial in study.trials for name in trial.params}
     assert {"block2_width3", "sgd_lr", "adam_lr", "step_size"} <= names  # conditional ones were reached
     assert [name for name in sorted(names) if name not in PARAM_LABELS and param_label(name) == name] == []
+
+
+def test_accuracy_against_parameters_keeps_a_small_budget_s_trials_in_view():
+    study = recorded_study(6)  # 1,000-3,000 parameters at ~90%; the seed networks have 7,000+ at 99.4%+
+    figure = accuracy_vs_params(study)
+    ax = figure.axes[0]
+    (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+    points = [tuple(point) for collection in ax.collections for point in collection.get_offsets()]
+    assert len(points) == 6  # the trials, and no seed network
+    assert all(left < x < right and bottom < y < top for x, y in points)
+    assert right < 4000 and top < 95
+    smallest_seed = min(analyse(preset.spec).params for preset in PRESETS.values())
+    assert f"seed networks of {smallest_seed:,}+ parameters lie beyond the trials" in ax.get_title()
