@@ -8,6 +8,7 @@ reading is not drawn: index.md says why in its place.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -276,9 +277,11 @@ def param_importances(study: optuna.Study) -> Figure | str:
     if completed < MIN_TRIALS_FOR_IMPORTANCE:
         return (f"{completed} completed trial{'s' if completed != 1 else ''}; parameter importances need at least "
                 f"{MIN_TRIALS_FOR_IMPORTANCE} to tell a parameter's effect from noise.")
-    # PED-ANOVA compares the parameters of the top trials with those of all trials; its authors
-    # advise at least TOP_FOR_IMPORTANCE trials in the top, so small studies take a larger top.
-    quantile = max(0.1, TOP_FOR_IMPORTANCE / completed)
+    # PED-ANOVA compares the parameters of the top trials (by default the top 10%) with those of
+    # all trials; its authors advise at least TOP_FOR_IMPORTANCE in the top, so small studies take
+    # a larger share. Half a trial below the count: the evaluator rounds the share's count up.
+    top = max(math.ceil(0.1 * completed), TOP_FOR_IMPORTANCE)
+    quantile = (top - 0.5) / completed
     with warnings.catch_warnings():
         # PED-ANOVA warns once per conditional parameter that some of its values were tried too
         # rarely, and whenever a target is given; the plot's title already says what it measures.
@@ -297,7 +300,6 @@ def param_importances(study: optuna.Study) -> Figure | str:
     ax.set_xlim(0, max(values) * 1.15)
     ax.set_xlabel("importance (PED-ANOVA, all parameters sum to 1)")
     rest = len(importances) - len(shown)
-    top = max(round(quantile * completed), 1)
     ax.set_title(f"Parameters that set the top {top} of {completed} completed trials apart"
                  + (f"\n({rest} parameters of little or no importance not shown)" if rest else ""))
     ax.grid(axis="x", alpha=0.3)

@@ -169,3 +169,9 @@ def test_accuracy_against_parameters_keeps_a_small_budget_s_trials_in_view():
     assert right < 4000 and top < 95
     smallest_seed = min(analyse(preset.spec).params for preset in PRESETS.values())
     assert f"seed networks of {smallest_seed:,}+ parameters lie beyond the trials" in ax.get_title()
+
+
+@pytest.mark.parametrize(("completed", "top"), [(MIN_TRIALS_FOR_IMPORTANCE, 5), (15, 5), (60, 6)])
+def test_importances_say_how_many_top_trials_they_compare_with_the_rest(completed, top):
+    title = param_importances(recorded_study(completed)).axes[0].get_title()
+    assert title.startswith(f"Parameters that set the top {top} of {completed} completed trials apart")
