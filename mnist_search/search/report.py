@@ -30,6 +30,7 @@ CURVES = 5  # top trials drawn in the per-epoch plot; more lines than this tangl
 # Accuracy axes show trials down to this many times the best trial's error rate, and at least
 # this many points below it; the rest are counted.
 ZOOM_ERROR, ZOOM_POINTS = 3.0, 2.0
+ZOOM_MIN_TRIALS = 10  # fewer trials than this are all shown
 # Importances rank noise below this many completed trials (each of ~30 parameters needs a spread of values).
 MIN_TRIALS_FOR_IMPORTANCE = 10
 TOP_FOR_IMPORTANCE = 5  # PED-ANOVA's advice: at least this many trials in the top group
@@ -121,11 +122,15 @@ def zoom(trials: list[float], marked: list[float]) -> tuple[float, float, int]:
 
     Down to ``ZOOM_ERROR`` times the best trial's error rate, and at least ``ZOOM_POINTS`` below
     it: one trial that learnt nothing would squash all the others into a line, while a study whose
-    best is far from 100% spreads its good trials wider. And down to every marked point (seed
-    networks, confirmations), so none of those is cut off.
+    best is far from 100% spreads its good trials wider. Fewer than ``ZOOM_MIN_TRIALS`` are all
+    shown: a handful of points is readable at any spread, and hiding some leaves next to nothing.
+    And down to every marked point (seed networks, confirmations), so none of those is cut off.
     """
-    best = max(trials)
-    bottom = max(min(best - ZOOM_POINTS, 100 - ZOOM_ERROR * (100 - best)), min(trials))
+    best, lowest = max(trials), min(trials)
+    if len(trials) < ZOOM_MIN_TRIALS:
+        bottom = lowest
+    else:
+        bottom = max(min(best - ZOOM_POINTS, 100 - ZOOM_ERROR * (100 - best)), lowest)
     low, high = padded([min([bottom] + marked), max(trials + marked)])
     return low, high, sum(y < low for y in trials)
 

@@ -64,18 +64,20 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_zoom_shows_the_best_trials_and_every_marked_point():
+    many = [99.3, 99.2, 99.1, 99.0, 98.9, 98.8, 98.7]  # with the three below: ZOOM_MIN_TRIALS trials
     # 97.3 (two points below the best) to 99.5 (the marked point), each with 8% of that range as margin:
-    bottom, top, hidden = zoom([99.3, 98.0, 11.35, 97.2], marked=[99.5])
+    bottom, top, hidden = zoom([*many, 98.0, 11.35, 97.2], marked=[99.5])
     assert (bottom, top) == (pytest.approx(97.3 - 0.176), pytest.approx(99.5 + 0.176))
     assert hidden == 1  # 11.35; 97.2 is inside the margin, so it is drawn and not counted
     # A small budget's trials all sit far below the seed networks: they are still shown.
-    assert zoom([95.0, 94.0], marked=[99.5])[::2] == (pytest.approx(94.0 - 0.44), 0)
+    assert zoom([95.0] * 9 + [94.0], marked=[99.5])[::2] == (pytest.approx(94.0 - 0.44), 0)
     # A confirmation below the trials' range widens it rather than being cut off.
-    assert zoom([99.3, 96.0], marked=[97.0]) == (pytest.approx(97.0 - 0.184), pytest.approx(99.3 + 0.184), 1)
+    assert zoom([*many, 99.3, 99.3, 96.0], marked=[97.0]) == (pytest.approx(97.0 - 0.184),
+                                                               pytest.approx(99.3 + 0.184), 1)
     # Far from 100%, the range follows the best trial's error rate: 3x its 10% error reaches 70%.
-    assert zoom([90.0, 80.0, 65.0], marked=[])[::2] == (pytest.approx(70.0 - 1.6), 1)
-    # A study that has barely learnt shows all its trials.
-    assert zoom([21.9, 21.9, 9.8], marked=[])[::2] == (pytest.approx(9.8 - 0.968), 0)
+    assert zoom([90.0] * 9 + [80.0, 65.0], marked=[])[::2] == (pytest.approx(70.0 - 1.6), 1)
+    # A handful of trials is shown whole, however far apart.
+    assert zoom([95.8, 72.65, 67.6], marked=[])[::2] == (pytest.approx(67.6 - 2.256), 0)
     # A single trial still gets an axis of some height.
     assert zoom([90.0], marked=[]) == (pytest.approx(89.95), pytest.approx(90.05), 0)
 
