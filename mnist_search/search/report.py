@@ -1,13 +1,15 @@
 """A study report: a leaderboard and PNG plots tied together by a Markdown index page.
 
-Plots use Optuna's matplotlib visualisations where they exist (optimisation history,
-parameter importances) and plain matplotlib for the two that are specific to this tool
-(accuracy against parameters with the Pareto front and the seed networks; per-epoch
-validation curves of the top trials).
+The plots are plain matplotlib in the project's own terms (validation accuracy, trial number,
+parameters); Optuna supplies the one computation behind them that is not a plain reading of the
+trials, the parameter importances. A plot that the study cannot yet fill with anything worth
+reading is not drawn: index.md says why in its place.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from pathlib import Path
 
@@ -16,20 +18,77 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator, StrMethodFormatter  # noqa: E402
 
 from mnist_search.models import PRESETS, analyse  # noqa: E402
 from mnist_search.search.records import confirm_key  # noqa: E402
-from mnist_search.search.study import is_pareto, ranked, score  # noqa: E402
+from mnist_search.search.study import ranked, score  # noqa: E402
 
 TOP = 10
-ZOOM_POINTS = 2.0  # the accuracy plot shows this many points below the best; the rest are counted
+CURVES = 5  # top trials drawn in the per-epoch plot; more lines than this tangle
+# Accuracy axes show trials down to this many times the best trial's error rate, and at least
+# this many points below it; the rest are counted.
+ZOOM_ERROR, ZOOM_POINTS = 3.0, 2.0
+ZOOM_MIN_TRIALS = 10  # fewer trials than this are all shown
+# Importances rank noise below this many completed trials (each of ~30 parameters needs a spread of values).
+MIN_TRIALS_FOR_IMPORTANCE = 10
+TOP_FOR_IMPORTANCE = 5  # PED-ANOVA's advice: at least this many trials in the top group
+IMPORTANCE_BARS = 12  # the rest are counted in the title
+SEED_RANGE = 1.25  # seed networks are drawn up to this many times the largest trial's parameters
+DPI = 110
+
+COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+
+# Keyed by the names search.space gives its parameters (block widths are matched below).
+PARAM_LABELS = {
+    "block1_convs": "number of 3x3 convs before the max-pool",
+    "block2_convs": "number of 3x3 convs after the max-pool",
+    "pad1": "padding before the max-pool",
+    "pad2": "padding after the max-pool",
+    "squeeze": "1x1 squeeze: where",
+    "squeeze_width": "1x1 squeeze: width (relative)",
+    "squeeze_relu": "1x1 squeeze: ReLU",
+    "order": "BatchNorm/ReLU order",
+    "last_relu": "ReLU after a block's last conv",
+    "dropout": "dropout",
+    "head": "head: 1x1 conv before or after GAP",
+    "head_bn": "head: BatchNorm",
+    "separable": "depthwise-separable convs",
+    "optimizer": "optimizer",
+    "sgd_lr": "SGD learning rate",
+    "momentum": "SGD momentum",
+    "nesterov": "SGD Nesterov",
+    "adam_lr": "AdamW learning rate",
+    "scheduler": "learning-rate schedule",
+    "step_size": "StepLR step (epochs)",
+    "gamma": "StepLR decay",
+    "ema": "weight average (EMA)",
+    "ema_epochs": "weight average: horizon (epochs)",
+    "weight_decay": "weight decay",
+    "batch_size": "batch size",
+    "rotation": "augmentation: rotation (degrees)",
+    "translate": "augmentation: translation",
+    "label_smoothing": "label smoothing",
+}
+_WIDTH = re.compile(r"block(\d+)_width(\d+)")
+_BEFORE_AFTER = {"1": "before", "2": "after"}
+
+
+def param_label(name: str) -> str:
+    """A search-space parameter as a reader would name it; an unknown name is shown as it is."""
+    if name in PARAM_LABELS:
+        return PARAM_LABELS[name]
+    width = _WIDTH.fullmatch(name)
+    if width and width[1] in _BEFORE_AFTER:
+        return f"width of conv {int(width[2]) + 1} {_BEFORE_AFTER[width[1]]} the max-pool (relative)"
+    return name
 
 
 def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
     """The ``top`` completed trials by score, with what a reader needs to compare them."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     rows = []
-    for t in ranked(done, top):
+    for t in ranked(study.get_trials(deepcopy=False, states=(COMPLETE,)), top):
         history = t.user_attrs.get("history", [])
         rows.append({
             "trial": t.number, "score": score(t), "last_k_min": t.user_attrs.get("last_k_min"),
@@ -43,7 +102,7 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
 def confirmations(study: optuna.Study) -> list[dict]:
     """The trials `mnist-search confirm` retrained on the test set, best mean final accuracy first."""
     rows, attrs = [], study.user_attrs  # one storage read, not one per trial
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=(COMPLETE,)):
         result = attrs.get(confirm_key(t.number))
         if result:
             rows.append({"trial": t.number, "params": t.user_attrs.get("params"), "seeds": len(result["runs"]),
@@ -51,12 +110,33 @@ def confirmations(study: optuna.Study) -> list[dict]:
     return sorted(rows, key=lambda r: r["final_mean"], reverse=True)
 
 
+def padded(values: list[float], fraction: float = 0.08, least: float = 0.05) -> tuple[float, float]:
+    """Axis limits around ``values`` with a margin, so that no point sits on the frame."""
+    low, high = min(values), max(values)
+    margin = max((high - low) * fraction, least)
+    return low - margin, high + margin
+
+
 def zoom(trials: list[float], marked: list[float]) -> tuple[float, float, int]:
-    """The accuracy range to plot and how many trials fall below it: ``ZOOM_POINTS`` below the
-    best trial (one trial that learnt nothing would squash all the others into a line), and
-    down to every marked point (seed networks, confirmations), so none of those is cut off."""
-    bottom = min([max(max(trials) - ZOOM_POINTS, min(trials))] + marked)
-    return bottom, max(trials + marked), sum(y < bottom for y in trials)
+    """The accuracy axis limits and how many trials fall below them.
+
+    Down to ``ZOOM_ERROR`` times the best trial's error rate, and at least ``ZOOM_POINTS`` below
+    it: one trial that learnt nothing would squash all the others into a line, while a study whose
+    best is far from 100% spreads its good trials wider. Fewer than ``ZOOM_MIN_TRIALS`` are all
+    shown: a handful of points is readable at any spread, and hiding some leaves next to nothing.
+    And down to every marked point (seed networks, confirmations), so none of those is cut off.
+    """
+    best, lowest = max(trials), min(trials)
+    if len(trials) < ZOOM_MIN_TRIALS:
+        bottom = lowest
+    else:
+        bottom = max(min(best - ZOOM_POINTS, 100 - ZOOM_ERROR * (100 - best)), lowest)
+    low, high = padded([min([bottom] + marked), max(trials + marked)])
+    return low, high, sum(y < low for y in trials)
+
+
+def _not_shown(hidden: int, low: float) -> str:
+    return f"{hidden} trial{'s' if hidden != 1 else ''} below {low:.1f}% not shown"
 
 
 def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -73,92 +153,165 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
     """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
     output.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(study)
-    written = [_accuracy_vs_params(study, output / "accuracy_vs_params.png"),
-               _epoch_curves(study, rows, output / "epoch_curves.png")]
-    with warnings.catch_warnings():  # Optuna flags its matplotlib backend "experimental"
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        target = {"target": score, "target_name": "score"} if is_pareto(study) else {}
-        written.append(_save(optuna.visualization.matplotlib.plot_optimization_history(study, **target),
-                             output / "optimization_history.png"))
-        completed = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-        if completed >= 2:
-            written.append(_save(optuna.visualization.matplotlib.plot_param_importances(study, **target),
-                                 output / "param_importances.png"))
+    plots: dict[str, Figure | str] = {
+        "accuracy_vs_params": accuracy_vs_params(study),
+        "epoch_curves": epoch_curves(study, rows),
+        "optimization_history": optimization_history(study),
+        "param_importances": param_importances(study),
+    }
+    written = []
+    try:
+        for name, plot in plots.items():
+            if isinstance(plot, Figure):
+                written.append(output / f"{name}.png")
+                plot.savefig(written[-1], dpi=DPI, bbox_inches="tight")
+    finally:
+        for plot in plots.values():
+            if isinstance(plot, Figure):
+                plt.close(plot)
     index = output / "index.md"
-    index.write_text(_index(study, rows, written))
+    index.write_text(_index(study, rows, plots))
     return [index, *written]
 
 
-def _save(axes, path: Path) -> Path:
-    figure = axes.figure if hasattr(axes, "figure") else axes.flatten()[0].figure
-    figure.set_size_inches(8, 5)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def _accuracy_vs_params(study: optuna.Study, path: Path) -> Path:
-    states = {optuna.trial.TrialState.COMPLETE: ("tab:blue", "completed"),
-              optuna.trial.TrialState.PRUNED: ("tab:gray", "pruned (last epoch reached)")}
-    figure, ax = plt.subplots(figsize=(8, 5))
-    points, shown = [], []
-    for state, (color, label) in states.items():
-        xs, ys = [], []
-        for t in study.get_trials(deepcopy=False, states=(state,)):
-            history = t.user_attrs.get("history")
-            if not history or "params" not in t.user_attrs:
-                continue
-            ys.append(score(t) if state == optuna.trial.TrialState.COMPLETE else history[-1]["eval_acc"])
-            xs.append(t.user_attrs["params"])
-        ax.scatter(xs, ys, c=color, label=label, alpha=0.7)
-        shown += ys
-        if state == optuna.trial.TrialState.COMPLETE:
-            points = list(zip(xs, ys))
-    front = pareto_front(points)
-    if front:
-        ax.step([p for p, _ in front], [s for _, s in front], where="post", c="tab:red", label="Pareto front")
-    for name, preset in PRESETS.items():
-        params, best = analyse(preset.spec).params, max(preset.reported_test_acc)
-        ax.scatter([params], [best], marker="*", s=160, c="tab:orange", edgecolors="black", zorder=3)
-        ax.annotate(name, (params, best), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.scatter([], [], marker="*", s=160, c="tab:orange", edgecolors="black",
-               label="seed networks (best TEST accuracy of their write-ups)")
+def accuracy_vs_params(study: optuna.Study) -> Figure | str:
+    """Every trial that finished an epoch by parameters, with the Pareto front, the seed networks and
+    any confirmations; or why there is nothing to draw yet."""
+    states = {COMPLETE: ("tab:blue", "completed: validation score"),
+              PRUNED: ("tab:gray", "pruned: validation accuracy at its last epoch")}
+    series = {}
+    for state in states:
+        trials = [t for t in study.get_trials(deepcopy=False, states=(state,))
+                  if t.user_attrs.get("history") and "params" in t.user_attrs]
+        series[state] = [(t.user_attrs["params"],
+                          score(t) if state == COMPLETE else t.user_attrs["history"][-1]["eval_acc"]) for t in trials]
+    accuracies = [accuracy for points in series.values() for _, accuracy in points]
+    if not accuracies:
+        return "no trial has finished an epoch yet."
+    # The seed networks are the yardstick, but only near the trials' sizes: beside a small budget's
+    # study they would squeeze all its trials into a sliver of the plot.
+    seeds = [(name, analyse(preset.spec).params, max(preset.reported_test_acc)) for name, preset in PRESETS.items()]
+    largest = max(params for points in series.values() for params, _ in points)
+    near = [seed for seed in seeds if seed[1] <= SEED_RANGE * largest]
     confirmed = confirmations(study)
+    bottom, top, hidden = zoom(accuracies, [best for _, _, best in near] + [r["final_mean"] for r in confirmed])
+    visible = {state: [(p, a) for p, a in points if a >= bottom] for state, points in series.items()}
+
+    figure, ax = plt.subplots(figsize=(8, 5))
+    for state, (color, label) in states.items():
+        if visible[state]:
+            ax.scatter(*zip(*visible[state]), c=color, label=label, alpha=0.7)
+    front = pareto_front(series[COMPLETE])
+    if front:
+        # Ringed points as well as the line: a front of one trial has no line to draw.
+        ax.step([p for p, _ in front], [s for _, s in front], where="post", c="tab:red", marker="o", markersize=10,
+                markerfacecolor="none", label="Pareto front: no smaller trial scores as high")
+    # One marker per seed network, named in the legend: labels beside the points overprint, as
+    # the seeds sit close together.
+    for (name, params, best), marker in zip(near, "*PXpDhv^<>"):
+        ax.scatter([params], [best], marker=marker, s=110, c="tab:orange", edgecolors="black", zorder=3,
+                   label=f"{name}: {params:,} params, {best:.2f}% test (its write-up)")
     if confirmed:
         ax.errorbar([r["params"] for r in confirmed], [r["final_mean"] for r in confirmed],
-                    yerr=[r["final_std"] for r in confirmed], fmt="D", c="tab:green", capsize=3, zorder=4,
-                    label="confirmed: final TEST accuracy, mean +- std over seeds (60k training)")
+                    yerr=[r["final_std"] for r in confirmed], fmt="o", c="tab:green", capsize=3, zorder=4,
+                    label="confirmed: final test accuracy, mean ± std over seeds")
+    drawn = ([p for points in visible.values() for p, _ in points] + [p for _, p, _ in near]
+             + [r["params"] for r in confirmed])
+    ax.set_xlim(*padded(drawn, fraction=0.04, least=50))
+    ax.set_ylim(bottom, top)
     ax.set_xlabel("parameters")
-    ax.set_ylabel("accuracy (%): trials = validation score")
-    title = f"Accuracy against parameters, study {study.study_name!r}"
-    if shown:
-        marked = [max(p.reported_test_acc) for p in PRESETS.values()] + [r["final_mean"] for r in confirmed]
-        bottom, top, hidden = zoom(shown, marked)
-        ax.set_ylim(bottom - 0.05, top + 0.25)
-        title += f"\n({hidden} trials below {bottom:.1f}% not shown)" if hidden else ""
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.set_ylabel("accuracy (%)")
+    notes = [_not_shown(hidden, bottom)] if hidden else []
+    far = [params for _, params, _ in seeds if params > SEED_RANGE * largest]
+    if far:
+        notes.append(f"seed networks of {min(far):,}+ parameters lie beyond the trials")
+    ax.set_title(f"Accuracy against parameters, study {study.study_name!r}"
+                 + (f"\n({'; '.join(notes)})" if notes else ""))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
-    return _save(ax, path)
+    return figure
 
 
-def _epoch_curves(study: optuna.Study, rows: list[dict], path: Path) -> Path:
+def epoch_curves(study: optuna.Study, rows: list[dict]) -> Figure | str:
+    """Validation accuracy after every epoch for the top trials of the leaderboard."""
+    trials = study.get_trials(deepcopy=False)  # numbered from 0: a trial's number is its index
+    curves = [(row, trials[row["trial"]].user_attrs.get("history", [])) for row in rows[:CURVES]]
+    curves = [(row, history) for row, history in curves if history]
+    if not curves:
+        return "no trial has completed yet."
     figure, ax = plt.subplots(figsize=(8, 5))
-    for row in rows[:5]:
-        history = study.trials[row["trial"]].user_attrs.get("history", [])
+    for row, history in curves:
         ax.plot([m["epoch"] for m in history], [m["eval_acc"] for m in history], marker="o", markersize=3,
-                label=f"#{row['trial']} ({row['params']:,} params)")
+                label=f"trial {row['trial']}: {row['params']:,} params, score {row['score']:.2f}")
+    ax.set_ylim(*padded([m["eval_acc"] for _, history in curves for m in history]))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_ylim(bottom=97.5)
-    ax.set_title("Per-epoch validation accuracy of the top trials")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Validation accuracy after each epoch, top {len(curves)} trials by score")
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
-    return _save(ax, path)
+    return figure
 
 
-def _index(study: optuna.Study, rows: list[dict], plots: list[Path]) -> str:
+def optimization_history(study: optuna.Study) -> Figure | str:
+    """Each completed trial's score by trial number, and the best score so far."""
+    done = sorted(study.get_trials(deepcopy=False, states=(COMPLETE,)), key=lambda t: t.number)
+    if not done:
+        return "no trial has completed yet."
+    numbers, scores = [t.number for t in done], [score(t) for t in done]
+    best = [max(scores[: i + 1]) for i in range(len(scores))]
+    figure, ax = plt.subplots(figsize=(8, 5))
+    ax.scatter(numbers, scores, c="tab:blue", alpha=0.7, label="completed trial: validation score")
+    ax.step(numbers, best, where="post", c="tab:red", label="best so far")
+    bottom, top, hidden = zoom(scores, [])
+    ax.set_ylim(bottom, top)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("validation score (%)")
+    title = f"Validation score by trial, study {study.study_name!r}"
+    ax.set_title(title + (f"\n({_not_shown(hidden, bottom)})" if hidden else ""))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def param_importances(study: optuna.Study) -> Figure | str:
+    """Which parameters set the best trials apart from the rest (Optuna's PED-ANOVA), largest first."""
+    completed = len(study.get_trials(deepcopy=False, states=(COMPLETE,)))
+    if completed < MIN_TRIALS_FOR_IMPORTANCE:
+        return (f"{completed} completed trial{'s' if completed != 1 else ''}; parameter importances need at least "
+                f"{MIN_TRIALS_FOR_IMPORTANCE} to tell a parameter's effect from noise.")
+    # PED-ANOVA compares the parameters of the top trials (by default the top 10%) with those of
+    # all trials; its authors advise at least TOP_FOR_IMPORTANCE in the top, so small studies take
+    # a larger share. Half a trial below the count: the evaluator rounds the share's count up.
+    top = max(math.ceil(0.1 * completed), TOP_FOR_IMPORTANCE)
+    quantile = (top - 0.5) / completed
+    with warnings.catch_warnings():
+        # PED-ANOVA warns once per conditional parameter that some of its values were tried too
+        # rarely, and whenever a target is given; the plot's title already says what it measures.
+        warnings.simplefilter("ignore")
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile),
+            target=lambda t: -score(t))  # PED-ANOVA takes lower as better; a score is higher-better
+    shown = [(name, value) for name, value in importances.items() if value > 0][:IMPORTANCE_BARS]
+    if not shown:
+        return "no parameter sets the best trials apart from the rest."
+    figure, ax = plt.subplots(figsize=(8, 1.4 + 0.32 * len(shown)))
+    labels = [param_label(name) for name, _ in shown][::-1]  # barh draws bottom-up
+    values = [value for _, value in shown][::-1]
+    bars = ax.barh(labels, values, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.2f}" if v >= 0.005 else "<0.01" for v in values], padding=3, fontsize=8)
+    ax.set_xlim(0, max(values) * 1.15)
+    ax.set_xlabel("importance (PED-ANOVA, all parameters sum to 1)")
+    rest = len(importances) - len(shown)
+    ax.set_title(f"Parameters that set the top {top} of {completed} completed trials apart"
+                 + (f"\n({rest} parameters of little or no importance not shown)" if rest else ""))
+    ax.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def _index(study: optuna.Study, rows: list[dict], plots: dict[str, Figure | str]) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
     lines = [
@@ -187,5 +340,8 @@ def _index(study: optuna.Study, rows: list[dict], plots: list[Path]) -> str:
                   f"{r['last_k_mean']:.2f} ± {r['last_k_std']:.2f} (K={r['last_k']}) | {r['last_k_min']:.2f} | "
                   f"{'yes' if r['consistent'] else 'no'} ({r['target']}) |" for r in confirmed]
     lines += ["", "## Plots", ""]
-    lines += [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in plots]
-    return "\n".join(lines) + "\n"
+    for name, plot in plots.items():
+        title = name.replace("_", " ")
+        lines.append(f"![{title}]({name}.png)" if isinstance(plot, Figure) else f"*{title}*: not drawn, {plot}")
+        lines.append("")
+    return "\n".join(lines)
