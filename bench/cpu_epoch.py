@@ -30,8 +30,7 @@ import torch
 
 from mnist_search.models import ArchSpec, build, count_params
 from mnist_search.search.space import LATER_PARAMS, sample_choices, spec_from_choices
-from mnist_search.trainer import Split, TrainConfig, fit, load_mnist
-from mnist_search.trainer import loop
+from mnist_search.trainer import Split, TrainConfig, fit, load_mnist, loop
 
 BATCH = 256  # #164's batch size
 

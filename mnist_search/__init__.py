@@ -11,8 +11,8 @@ The Python API, for notebooks and scripts::
 __version__ = "0.1.0"
 
 # The subpackage first: importing it later would rebind the name `search` to it.
-import mnist_search.search  # noqa: E402, F401
-from mnist_search.api import confirm, export, search  # noqa: E402
-from mnist_search.search.settings import SearchSettings  # noqa: E402
+import mnist_search.search  # noqa: F401
+from mnist_search.api import confirm, export, search
+from mnist_search.search.settings import SearchSettings
 
 __all__ = ["SearchSettings", "__version__", "confirm", "export", "search"]

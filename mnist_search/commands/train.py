@@ -42,7 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
     from mnist_search.models import analyse
     from mnist_search.models.weights import save_weights
-    from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, resolve_device, should_compile, splits_for
+    from mnist_search.trainer import (
+        TrainConfig,
+        build_seeded,
+        fit,
+        load_mnist,
+        resolve_device,
+        should_compile,
+        splits_for,
+    )
 
     name, spec, preset = architecture(args)
     analysis = analyse(spec)

@@ -9,8 +9,22 @@ from mnist_search.models.presets import PRESETS, Preset, get_preset
 from mnist_search.models.spec import GAP, INPUT_SHAPE, NUM_CLASSES, ArchSpec, Conv, MaxPool
 
 __all__ = [
-    "Analysis", "ArchSpec", "Conv", "GAP", "INPUT_SHAPE", "LayerInfo", "MaxPool", "NUM_CLASSES",
-    "PRESETS", "Preset", "SpecNet", "analyse", "build", "count_params", "get_preset", "validate",
+    "GAP",
+    "INPUT_SHAPE",
+    "NUM_CLASSES",
+    "PRESETS",
+    "Analysis",
+    "ArchSpec",
+    "Conv",
+    "LayerInfo",
+    "MaxPool",
+    "Preset",
+    "SpecNet",
+    "analyse",
+    "build",
+    "count_params",
+    "get_preset",
+    "validate",
 ]
 
 

@@ -99,13 +99,13 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ArchSpec":
+    def from_dict(cls, data: Any) -> ArchSpec:
         if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
             raise SpecError('a spec must be a JSON object with a "layers" list')
         return cls(tuple(_layer_from_dict(i, item) for i, item in enumerate(data["layers"])))
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
+    def from_json(cls, text: str) -> ArchSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -113,7 +113,7 @@ class ArchSpec:
         return cls.from_dict(data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ArchSpec":
+    def from_file(cls, path: str | Path) -> ArchSpec:
         try:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as exc:

@@ -16,14 +16,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator, StrMethodFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
-from mnist_search.models import PRESETS, analyse  # noqa: E402
-from mnist_search.search.records import confirm_key  # noqa: E402
-from mnist_search.search.study import ranked, score  # noqa: E402
+from mnist_search.models import PRESETS, analyse
+from mnist_search.search.records import confirm_key
+from mnist_search.search.study import ranked, score
 
 TOP = 10
 CURVES = 5  # top trials drawn in the per-epoch plot; more lines than this tangle

@@ -4,7 +4,14 @@ import optuna
 import pytest
 
 from mnist_search.models import PRESETS, Conv, build, count_params
-from mnist_search.search.space import Choices, Infeasible, fit_to_budget, sample_choices, sample_config, spec_from_choices
+from mnist_search.search.space import (
+    Choices,
+    Infeasible,
+    fit_to_budget,
+    sample_choices,
+    sample_config,
+    spec_from_choices,
+)
 from mnist_search.search.warm_start import enqueue
 
 PRESET_CHOICES = {

@@ -168,16 +168,14 @@ def test_a_locked_sqlite_database_counts_as_transient_and_a_read_only_one_does_n
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
-    with pytest.raises(OperationalError, match="database is locked") as locked:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("CREATE TABLE t (a)")
+    with pytest.raises(OperationalError, match="database is locked") as locked, engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (a)")
     holder.execute("ROLLBACK")
     assert is_transient(database_error(locked.value))
 
     read_only = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
-    with pytest.raises(OperationalError, match="readonly database") as refused:
-        with read_only.begin() as connection:
-            connection.exec_driver_sql("CREATE TABLE t (a)")
+    with pytest.raises(OperationalError, match="readonly database") as refused, read_only.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (a)")
     assert not is_transient(database_error(refused.value))
     engine.dispose()
     read_only.dispose()

@@ -46,7 +46,7 @@ def private_postgres():
     subprocess.run(as_postgres(pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
                    check=True, capture_output=True)
     port = free_port()
-    ctl = lambda *a: subprocess.run(  # noqa: E731
+    ctl = lambda *a: subprocess.run(
         as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
                     "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", *a),
         check=True, capture_output=True)

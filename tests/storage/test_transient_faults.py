@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import event
 
 from mnist_search.errors import StorageError
-from mnist_search.storage import open_storage
-from mnist_search.storage import resilient
+from mnist_search.storage import open_storage, resilient
 
 
 def locked_study(tmp_path):
