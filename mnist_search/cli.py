@@ -53,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # torch.compile warns on every CPU-only machine that it found no CUDA toolkit
+    if args.verbose:  # Optuna's own log too: its INFO lines repeat our progress, so only -v shows them
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    else:  # torch.compile warns on every CPU-only machine that it found no CUDA toolkit
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     command = importlib.import_module(f"mnist_search.commands.{args.verb}")
     # `docker stop`, systemd and `kill` send SIGTERM, closing the terminal SIGHUP: end as cleanly

@@ -34,6 +34,7 @@ import json
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MEAN = {mean!r}
@@ -44,19 +45,32 @@ WEIGHTS = {weights!r}
 
 
 class ConvBlock(nn.Module):
-    """Conv, then BatchNorm/ReLU in the given order, then dropout."""
+    """Conv, then its norm and ReLU in the given order, then dropout.
 
-    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0):
+    A block with ``share=N`` has no conv of its own: it applies block N's conv weights again
+    (linked by Net), so they are stored and counted once.
+    """
+
+    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0, norm_groups=1,
+                 share=None):
         super().__init__()
-        self.order = tuple(order)
-        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias)
+        self.order, self.share = tuple(order), share
+        self.padding, self.dilation, self.groups = pad, dilation, groups
+        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias) if share is None else None
+        self.shared = ()
         self.bn = nn.BatchNorm2d(cout) if "bn" in self.order else None
+        self.norm = (nn.InstanceNorm2d(cout, affine=True) if "in" in self.order
+                     else nn.GroupNorm(norm_groups, cout) if "gn" in self.order else None)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x):
-        x = self.conv(x)
+        if self.conv is not None:
+            x = self.conv(x)
+        else:
+            conv = self.shared[0]
+            x = F.conv2d(x, conv.weight, conv.bias, padding=self.padding, dilation=self.dilation, groups=self.groups)
         for op in self.order:
-            x = self.bn(x) if op == "bn" else torch.relu(x)
+            x = torch.relu(x) if op == "relu" else self.bn(x) if op == "bn" else self.norm(x)
         return self.dropout(x) if self.dropout is not None else x
 
 
@@ -68,6 +82,9 @@ class Net(nn.Module):
         self.blocks = nn.Sequential(
 {layers}
         )
+        for block in self.blocks:  # a block with share=N applies block N's conv
+            if isinstance(block, ConvBlock) and block.share is not None:
+                block.shared = (self.blocks[block.share].conv,)
 
     def forward(self, x):
         return self.blocks(x).flatten(1)  # N x 10 logits
@@ -154,14 +171,18 @@ def _bool(value: object) -> bool:
 
 
 def _order(value: object) -> bool:
-    return type(value) is tuple and all(op in ("relu", "bn") for op in value)
+    return type(value) is tuple and all(op in ("relu", "bn", "in", "gn") for op in value)
+
+
+def _int_or_none(value: object) -> bool:
+    return value is None or _int(value)
 
 
 # What may stand in the layer list, and the literal types each argument may take (positional
 # ones by index): the check refuses any other call, name or value.
 _LAYER_CALLS: dict[str, dict[str, Callable[[object], bool]]] = {
     "ConvBlock": {"0": _int, "1": _int, "2": _int, "pad": _int, "dilation": _int, "groups": _int, "bias": _bool,
-                  "order": _order, "dropout": _float},
+                  "order": _order, "dropout": _float, "norm_groups": _int, "share": _int_or_none},
     "nn.MaxPool2d": {"0": _int},
     "nn.AdaptiveAvgPool2d": {"0": _int},
 }
@@ -170,9 +191,12 @@ _LAYER_CALLS: dict[str, dict[str, Callable[[object], bool]]] = {
 def _layer_call(layer, channels: int) -> tuple[str, tuple, dict]:
     """The constructor call that builds ``layer`` in the exported module: name, args, keywords."""
     if isinstance(layer, Conv):
-        return "ConvBlock", (channels, layer.out, layer.k), {
-            "pad": layer.pad, "dilation": layer.dilation, "groups": layer.groups, "bias": layer.bias,
-            "order": tuple(layer.post), "dropout": float(layer.dropout)}
+        keywords = {"pad": layer.pad, "dilation": layer.dilation, "groups": layer.groups, "bias": layer.bias,
+                    "order": tuple(layer.post), "dropout": float(layer.dropout)}
+        for name, default in (("norm_groups", 1), ("share", None)):  # fields of the newer levers, when used
+            if getattr(layer, name, default) != default:
+                keywords[name] = getattr(layer, name)
+        return "ConvBlock", (channels, layer.out, layer.k), keywords
     if isinstance(layer, MaxPool):
         return "nn.MaxPool2d", (layer.k,), {}
     return "nn.AdaptiveAvgPool2d", (1,), {}

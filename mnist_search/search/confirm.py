@@ -9,12 +9,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import torch
+from safetensors.torch import load, save
 
 from mnist_search.errors import ConfigError, UserError
+from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.processes import run_processes
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
+from mnist_search.trainer import (
+    TrainConfig,
+    build_seeded,
+    cpu_threads_per_process,
+    fit,
+    load_mnist,
+    resolve_device,
+    should_compile,
+)
 
 EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, epoch, metrics)
 
@@ -43,8 +55,6 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
     for record in chosen:
         if record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
             raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s {record.epochs_per_seed} epochs")
-    from mnist_search.trainer import load_mnist, resolve_device
-
     device = str(resolve_device(device))
     artifacts = Path(artifact_dir)
     try:  # before hours of training, not after them
@@ -95,12 +105,6 @@ def choose(study: optuna.Study, top: int, numbers: list[int] | None) -> list[Tri
 def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tuple[dict, bytes]:
     """Train one confirmation seed described by ``job`` (JSON): its run record and its final weights
     (safetensors bytes). ``data`` is loaded from the job's data directory when not given."""
-    import torch
-    from safetensors.torch import save
-
-    from mnist_search.models import ArchSpec
-    from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, should_compile
-
     task = json.loads(job)
     spec, config = ArchSpec.from_dict(task["spec"]), TrainConfig.from_dict(task["config"])
     data = data if data is not None else load_mnist(task["data_dir"], val_size=0)
@@ -123,8 +127,6 @@ def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tu
 
 def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]]:
     """Train the seeds ``workers`` at a time, each in its own process (see processes.run_processes)."""
-    from mnist_search.trainer import cpu_threads_per_process
-
     threads = int(os.environ.get("OMP_NUM_THREADS") or cpu_threads_per_process(workers))
     target = _seed_with_progress if on_epoch is not None else _seed_quietly
     trained = []
@@ -155,11 +157,6 @@ def _seed_quietly(job: str) -> tuple[dict, bytes]:
 
 def _store(study: optuna.Study, record: TrialRecord, run: dict, blob: bytes, artifacts: Path) -> ConfirmationRun:
     """Store one seed's weights as an artifact of the study; its checked run record."""
-    from safetensors.torch import load
-
-    from mnist_search.models import ArchSpec
-    from mnist_search.trainer import build_seeded
-
     model = build_seeded(ArchSpec.from_dict(record.spec), run["seed"])
     model.load_state_dict(load(blob))
     run["weights_artifact"], run["weights_sha256"] = store_weights(

@@ -56,45 +56,49 @@ class Outcome:
 
 
 def run_processes(target: Callable[[str], Any], payloads: list[str], threads_each: int,
-                  on_start: Callable[[int, int], None] | None = None) -> list[Outcome]:
+                  on_exit: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run ``target(payload)`` in one spawned process per payload and wait for all of them.
 
     ``target`` must be a module-level function (it is imported by name in the child).
-    ``on_start(index, pid)`` is called as each child starts. If the caller is interrupted
-    (Ctrl-C, SIGTERM), the children are interrupted too, waited for, and the interruption goes on.
+    ``on_exit(outcome)`` is called as soon as each child has ended, so the caller can act on a
+    death at once while the others work on. If the caller is interrupted (Ctrl-C, SIGTERM), the
+    children are interrupted too, waited for, and the interruption goes on.
     """
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     children = []
     for index, payload in enumerate(payloads):
         child = context.Process(target=_child, args=(target, index, payload, results, threads_each, os.getpid()),
-                                daemon=False, name=f"mnist-search-worker-{index}")
+                                name=f"mnist-search-worker-{index}")
         child.start()
         children.append(child)
-        if on_start:
-            on_start(index, child.pid)
     received: dict[int, tuple[str, Any]] = {}
+    finished: dict[int, Outcome] = {}
     try:
-        while len(received) < len(children):
+        while len(finished) < len(children):
             try:
                 index, kind, value = results.get(timeout=0.5)
                 received[index] = (kind, value)
+                continue
             except queue.Empty:
-                if all(not c.is_alive() for c in children):
-                    _drain(results, received)
-                    break
-        for child in children:
-            child.join()
+                pass
+            for index, child in enumerate(children):
+                if index not in finished and not child.is_alive():
+                    _drain(results, received)  # a result sent just before the child ended
+                    child.join()
+                    finished[index] = _outcome(index, child, *received.get(index, (None, None)))
+                    if on_exit:
+                        on_exit(finished[index])
     except BaseException:
         _stop(children)
         raise
-    outcomes = []
-    for index, child in enumerate(children):
-        kind, value = received.get(index, (None, None))
-        outcomes.append(Outcome(index=index, pid=child.pid, result=value if kind == "ok" else None,
-                                error=value if kind in ("user", "error") else None, user_error=kind == "user",
-                                exitcode=child.exitcode if kind != "ok" or child.exitcode else 0))
-    return outcomes
+    return [finished[index] for index in range(len(children))]
+
+
+def _outcome(index: int, child, kind: str | None, value: Any) -> Outcome:
+    return Outcome(index=index, pid=child.pid, result=value if kind == "ok" else None,
+                   error=value if kind in ("user", "error") else None, user_error=kind == "user",
+                   exitcode=child.exitcode)
 
 
 def _drain(results, received: dict) -> None:

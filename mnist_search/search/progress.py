@@ -49,8 +49,8 @@ class SearchProgress:
         if self.live:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, file=self.stream, unit="trial", dynamic_ncols=True,
-                             bar_format="{n_fmt}/{total_fmt} trials [{elapsed}] {postfix}")
+            self._bar = tqdm(total=self.total, file=self.stream, unit="trial", dynamic_ncols=True, leave=False,
+                             bar_format="{n_fmt}/{total_fmt} trials [{elapsed}] {desc}")
 
     def epoch(self, number: int, seed: int, seeds: int, epoch: int, epochs: int, metrics: dict) -> None:
         """Trial ``number`` finished ``epoch`` of ``epochs`` for its seed ``seed`` (from 0) of ``seeds``."""
@@ -110,7 +110,7 @@ class SearchProgress:
 
     def _refresh(self) -> None:
         running = "; ".join(self.running[n] for n in sorted(self.running))
-        self._bar.set_postfix_str(f"{running or 'starting'} | {self.best_text}", refresh=True)
+        self._bar.set_description_str(f"{running or 'starting'} | {self.best_text}", refresh=True)
 
     def _write(self, text: str) -> None:
         if self.silent:

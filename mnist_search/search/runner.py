@@ -5,6 +5,7 @@ local worker processes, and report progress. The command line and the Python API
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,12 +18,13 @@ import optuna
 from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
 from mnist_search.search.objective import Objective, TrainingDiverged
-from mnist_search.search.processes import run_processes
+from mnist_search.search.processes import Outcome, run_processes
 from mnist_search.search.progress import SearchProgress, counts
 from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
 from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import check_study_name, default_artifact_dir, mask_password, open_storage
+from mnist_search.trainer import cpu_threads_per_process, load_mnist, resolve_device
 
 WORKER_SLOTS = "worker_slots"  # study attribute: sampler seeds handed out so far (one per process)
 
@@ -47,8 +49,6 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     Bad input (data, storage, incompatible study) fails before any trial starts. With
     ``settings.workers`` > 1 the trials are split over that many local processes.
     """
-    from mnist_search.trainer import load_mnist, resolve_device
-
     check_study_name(where.study_name)
     device = resolve_device(settings.device)
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
@@ -57,7 +57,8 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
         raise UserError(f"warm_start names this study ({where.study_name!r}); name the study to copy from")
     # The study to copy from is checked first, so a typo creates no empty study.
     picks = best_of(load_existing(storage, settings.warm_start), settings.warm_start_top) if settings.warm_start else []
-    study = create_or_resume(storage, where.study_name, settings)
+    with quiet_optuna():
+        study = create_or_resume(storage, where.study_name, settings)
     check_artifacts_writable(where.artifacts)
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     progress = progress or SearchProgress(settings.trials)
@@ -85,8 +86,6 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
 
 def join_search(settings: SearchSettings, where: Location, progress: SearchProgress | None = None) -> optuna.Study:
     """Run ``settings.trials`` trials of an existing study from this process (a worker on any machine)."""
-    from mnist_search.trainer import load_mnist, resolve_device
-
     device = resolve_device(settings.device)
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
     data = load_mnist(where.data_dir, val_size=settings.val_size)
@@ -184,14 +183,21 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
                           seed=settings.seed if settings.seed is not None else 0,  # the training seed
                           compile_choice=settings.compile, pareto=settings.pareto, seeds=settings.seeds_per_trial,
                           on_epoch=on_epoch, worker=f"{socket.gethostname()}:{os.getpid()}")
-    # Our own progress lines report each trial; Optuna's log repeats them with tracebacks.
-    verbosity = optuna.logging.get_verbosity()
-    if verbosity < optuna.logging.DEBUG:
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
+    with quiet_optuna():
         # Optuna checks the timeout between trials, so a running trial is never cut short.
         study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[progress],
                        catch=(TrainingDiverged,), gc_after_trial=False, n_jobs=settings.jobs)
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Optuna's INFO log repeats our progress lines (and warnings with tracebacks): show only its
+    errors while we run, unless the caller asked for its debug log; then restore the caller's level."""
+    verbosity = optuna.logging.get_verbosity()
+    if verbosity > optuna.logging.DEBUG:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
     finally:
         optuna.logging.set_verbosity(verbosity)
 
@@ -199,8 +205,6 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
 def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, progress: SearchProgress) -> None:
     """Split the trials over ``settings.workers`` local processes sharing the study; fail at once
     the trial of any worker that dies, and raise WorkFailed naming it."""
-    from mnist_search.trainer import cpu_threads_per_process
-
     shares = [s for s in (settings.trials // settings.workers + (i < settings.trials % settings.workers)
                           for i in range(settings.workers)) if s]
     seeds = _sampler_seed(study, settings, len(shares))
@@ -210,17 +214,22 @@ def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, pro
                 for index, (share, seed) in enumerate(zip(shares, seeds))]
     progress.line(f"starting {len(shares)} worker processes ({', '.join(map(str, shares))} trials, "
                   f"{threads} CPU thread{'s' if threads > 1 else ''} each)")
-    outcomes = run_processes(work_share, payloads, threads)
-    failures = []
-    for outcome in outcomes:
-        if outcome.ok:
-            continue
-        if outcome.user_error:
-            raise UserError(outcome.error)
+    failures: list[str] = []
+
+    def ended(outcome: Outcome) -> None:
+        if outcome.ok or outcome.user_error:
+            return
+        # At once, not after the heartbeat grace period: the trial is not coming back.
         held = fail_trials_of(study, f"{socket.gethostname()}:{outcome.pid}")
         holding = f" holding trial {', '.join(f'#{n}' for n in held)} (now marked failed)" if held else ""
-        reason = outcome.error.strip().splitlines()[-1] if outcome.error else outcome.died()
-        failures.append(f"worker {outcome.index + 1} (pid {outcome.pid}){holding}: {reason}")
+        reason = f"failed: {outcome.error.strip().splitlines()[-1]}" if outcome.error else outcome.died()
+        failures.append(f"worker {outcome.index + 1} (pid {outcome.pid}){holding} {reason}")
+        progress.line(f"worker {outcome.index + 1} (pid {outcome.pid}){holding} {reason}")
+
+    outcomes = run_processes(work_share, payloads, threads, on_exit=ended)
+    refused = next((o.error for o in outcomes if o.user_error), None)
+    if refused:
+        raise UserError(refused)
     progress.line(f"workers finished; {counts(study)}; {progress.best(study)}")
     if failures:
         raise WorkFailed("; ".join(failures))
@@ -238,8 +247,6 @@ def fail_trials_of(study: optuna.Study, worker: str) -> list[int]:
 
 def work_share(payload: str) -> int:
     """A local worker process: run its share of the trials; returns how many ran."""
-    from mnist_search.trainer import load_mnist, resolve_device
-
     job = json.loads(payload)
     settings = SearchSettings.from_dict(job["settings"])
     where = Location(**job["where"])

@@ -125,6 +125,9 @@ class SearchSettings:
         return self.timeout_minutes * 60 if self.timeout_minutes is not None else None
 
     def replace(self, **changes: Any) -> SearchSettings:
+        """A copy with ``changes``; a last_k at its default follows a new epoch count."""
+        if "epochs" in changes and "last_k" not in changes and self.last_k == min(DEFAULT_LAST_K, self.epochs):
+            changes["last_k"] = None
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from tests.waiting import wait_until_trial_trains
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
 
 
-@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"),
+                                               (signal.SIGHUP, 143, "terminated")])
 def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(signum, code, word, tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     run = subprocess.Popen(

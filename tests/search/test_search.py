@@ -59,6 +59,8 @@ def test_resuming_with_settings_that_change_the_scores_is_refused_unless_mixing_
 
 def test_settings_check_themselves_and_name_the_setting():
     assert SearchSettings(epochs=2).last_k == 2 and SearchSettings().last_k == 5
+    assert SearchSettings().replace(epochs=3).last_k == 3  # a default last_k follows the epochs
+    assert SearchSettings(last_k=2).replace(epochs=3).last_k == 2  # a chosen one stays
     assert SearchSettings.from_json(SearchSettings(seed=4, timeout_minutes=1.5).to_json()) == SearchSettings(
         seed=4, timeout_minutes=1.5)
     for bad, message in [({"trials": 0}, "trials must be at least 1"), ({"max_params": 50}, "too small"),

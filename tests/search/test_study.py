@@ -63,7 +63,7 @@ def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     images = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(net(images), trained(images))
-    assert_user_error(cli("export", "--storage", url, "--output", str(tmp_path / "missing" / "x.py")), "cannot write")
+    assert_user_error(cli("export", "--storage", url, "--output", str(tmp_path / "missing" / "x.py")), "does not exist")
     report = cli("report", "--storage", url, "--output", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     for name in ("accuracy_vs_params.png", "epoch_curves.png", "optimization_history.png"):
