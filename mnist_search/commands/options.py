@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from mnist_search.defaults import COMPILE_CHOICES, DEFAULT_STORAGE, STORAGE_ENV
 
@@ -48,6 +49,12 @@ def add_verbosity(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
 
 
 def flag_spelling(message: str, flags: dict[str, str]) -> str:
-    """A library message that starts with a setting's name, spelled as the command's flag."""
+    """A library message spelled with the command's flags: the setting that starts it, and any
+    setting named with an underscore (a name no English word collides with)."""
     name, _, rest = message.partition(" ")
-    return f"{flags[name]} {rest}" if name in flags else message
+    if name in flags:
+        message = f"{flags[name]} {rest}"
+    for setting, flag in flags.items():
+        if "_" in setting:
+            message = re.sub(rf"(?<![\w-]){setting}\b", flag, message)
+    return message

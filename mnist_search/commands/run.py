@@ -7,6 +7,7 @@ import sys
 
 from mnist_search.commands import options
 from mnist_search.defaults import PRUNERS, SAMPLERS
+from mnist_search.errors import ConfigError, UserError
 
 HELP = "run trials of the budget-aware search (creates or resumes the study)"
 
@@ -59,15 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()
 
 def settings_from(args: argparse.Namespace, **overrides):
     """SearchSettings from the flags given; its messages spelled with this command's flags."""
-    from mnist_search.errors import ConfigError
     from mnist_search.search.settings import SearchSettings
 
     values = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
     try:
         return SearchSettings(**{**values, **overrides})
     except ConfigError as exc:
-        flags = {name: flag for name, (flag, _) in SETTING_FLAGS.items()}
-        raise ConfigError(options.flag_spelling(str(exc), flags)) from None
+        raise respelled(exc) from None
 
 
 def location_from(args: argparse.Namespace):
@@ -84,6 +83,12 @@ def progress_for(args: argparse.Namespace, settings):
     return SearchProgress(settings.trials, live=False if getattr(args, "quiet", False) else None)
 
 
+def respelled(error: UserError) -> UserError:
+    """``error`` with the settings it names spelled as this command's flags."""
+    flags = {name: flag for name, (flag, _) in SETTING_FLAGS.items()}
+    return type(error)(options.flag_spelling(str(error), flags))
+
+
 def run(args: argparse.Namespace) -> int:
     from mnist_search.search.runner import run_search
     from mnist_search.storage import mask_password
@@ -91,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     where = location_from(args)
     progress = progress_for(args, settings)
-    study = run_search(settings, where, progress)
+    try:
+        study = run_search(settings, where, progress)
+    except UserError as exc:
+        raise respelled(exc) from None
     print(progress.summary(study))
     storage_flag = f" --storage {mask_password(where.storage_url)}" if args.storage else ""
     print(f"next: mnist-search export{storage_flag} --study-name {study.study_name} --output best_net.py "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mnist_search.commands import run as run_command
+from mnist_search.errors import UserError
 
 HELP = "join an existing study from this machine and run trials on it"
 
@@ -19,6 +20,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = run_command.settings_from(args, trials=args.trials if args.trials is not None else 1)
     progress = run_command.progress_for(args, settings)
-    study = join_search(settings, run_command.location_from(args), progress)
+    try:
+        study = join_search(settings, run_command.location_from(args), progress)
+    except UserError as exc:
+        raise run_command.respelled(exc) from None
     print(progress.summary(study))
     return 0

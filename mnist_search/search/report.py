@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from mnist_search.models import PRESETS, analyse
-from mnist_search.search.records import confirm_key
-from mnist_search.search.study import ranked, score
+from mnist_search.search import records
+from mnist_search.search.study import score
 
 TOP = 10
 CURVES = 5  # top trials drawn in the per-epoch plot; more lines than this tangle
@@ -88,13 +88,11 @@ def param_label(name: str) -> str:
 def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
     """The ``top`` completed trials by score, with what a reader needs to compare them."""
     rows = []
-    for t in ranked(study.get_trials(deepcopy=False, states=(COMPLETE,)), top):
-        history = t.user_attrs.get("history", [])
+    for r in records.ranked(records.completed(study), top):
         rows.append({
-            "trial": t.number, "score": score(t), "last_k_min": t.user_attrs.get("last_k_min"),
-            "params": t.user_attrs.get("params"), "receptive_field": t.user_attrs.get("receptive_field"),
-            "epochs": len(history), "seeds": t.user_attrs.get("seeds", 1), "state": t.state.name,
-            "seconds": t.user_attrs.get("seconds"),
+            "trial": r.number, "score": r.score, "last_k_min": r.last_k_min, "params": r.params,
+            "receptive_field": r.receptive_field, "epochs": len(r.history), "seeds": r.seeds, "state": r.state.name,
+            "seconds": r.seconds,
         })
     return rows
 
@@ -102,12 +100,12 @@ def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
 def confirmations(study: optuna.Study) -> list[dict]:
     """The trials `mnist-search confirm` retrained on the test set, best mean final accuracy first."""
     rows, attrs = [], study.user_attrs  # one storage read, not one per trial
-    for t in study.get_trials(deepcopy=False, states=(COMPLETE,)):
-        result = attrs.get(confirm_key(t.number))
+    for r in records.completed(study):
+        result = records.confirmation(study, r.number, attrs)
         if result:
-            rows.append({"trial": t.number, "params": t.user_attrs.get("params"), "seeds": len(result["runs"]),
-                         **{k: v for k, v in result.items() if k != "runs"}})
-    return sorted(rows, key=lambda r: r["final_mean"], reverse=True)
+            rows.append({"trial": r.number, "params": r.params, "seeds": len(result.runs), "last_k": result.last_k,
+                         "target": result.target, **vars(result.stats), "consistent": result.consistent})
+    return sorted(rows, key=lambda row: row["final_mean"], reverse=True)
 
 
 def padded(values: list[float], fraction: float = 0.08, least: float = 0.05) -> tuple[float, float]:
@@ -151,6 +149,10 @@ def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
     """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
+    done = records.completed(study)  # checked: a damaged or foreign record is one line here, not a traceback later
+    if done and all(r.spec is None for r in done):
+        raise records.RecordError(f"study {study.study_name!r} was not made by mnist-search: its trials store no "
+                                  "network to report on")
     output.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(study)
     plots: dict[str, Figure | str] = {

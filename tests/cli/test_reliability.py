@@ -31,7 +31,11 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(signum, 
     states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert states == ["FAIL"]
 
-    resumed = cli("run", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist), *TINY)
+    # Shorter trials score differently from the study's 200-epoch ones: the study refuses them unless asked.
+    refused = cli("run", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist), *TINY)
+    assert_user_error(refused, "epochs 200 -> 1", "--allow-mixed")
+    resumed = cli("run", "--trials", "1", "--epochs", "1", "--allow-mixed", "--storage", url, "--data-dir",
+                  str(tiny_mnist), *TINY)
     assert resumed.returncode == 0, resumed.stderr
     assert "1 trials so far" in resumed.stdout
     states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
@@ -63,8 +67,8 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tiny_m
     first = cli("run", "--trials", "1", "--epochs", "1", "--storage", url, "--data-dir", str(tiny_mnist), *grace, *TINY)
     assert first.returncode == 0, first.stderr
     victim = subprocess.Popen(
-        [sys.executable, "-m", "mnist_search", "worker", "--trials", "1", "--epochs", "200", "--storage", url,
-         "--data-dir", str(tiny_mnist), *grace, *TINY],
+        [sys.executable, "-m", "mnist_search", "worker", "--trials", "1", "--epochs", "200", "--allow-mixed",
+         "--storage", url, "--data-dir", str(tiny_mnist), *grace, *TINY],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_until_trial_trains(url, 1)

@@ -194,3 +194,18 @@ def test_the_exported_module_takes_images_as_people_have_them(tmp_path):
     imported |= {node.module for node in ast.walk(ast.parse(done.module.read_text()))
                  if isinstance(node, ast.ImportFrom)}
     assert imported <= {"functools", "json", "os", "torch", "nn"}  # the standard library and torch only
+
+
+def test_a_plain_optuna_study_is_refused_by_every_reading_command(tmp_path):
+    from mnist_search.search.confirm import confirm
+    from mnist_search.search.report import write_report
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'plain.db'}", study_name="plain", direction="maximize")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    with pytest.raises(records.RecordError, match="was the study made by mnist-search"):
+        export(study, tmp_path / "net.py")
+    with pytest.raises(records.RecordError, match="was the study made by mnist-search"):
+        confirm(study, last_k=1, artifact_dir=tmp_path / "a")
+    with pytest.raises(records.RecordError, match="not made by mnist-search"):
+        write_report(study, tmp_path / "report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.db"]
