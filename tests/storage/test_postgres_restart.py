@@ -46,10 +46,11 @@ def private_postgres():
     subprocess.run(as_postgres(pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
                    check=True, capture_output=True)
     port = free_port()
-    ctl = lambda *a: subprocess.run(
-        as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
-                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", *a),
-        check=True, capture_output=True)
+    def ctl(*a):
+        return subprocess.run(
+            as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
+                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", *a),
+            check=True, capture_output=True)
     ctl("start")
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres", ctl
     subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)
