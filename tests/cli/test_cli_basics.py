@@ -88,3 +88,8 @@ def test_bad_train_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli("train", "--preset", "seed002", *data, "--out", str(blocker / "sub")),
                       "cannot write to output directory")
     assert_user_error(cli("train", "--preset", "seed002", "--eval", "train", *data), "invalid choice")
+    assert_user_error(cli("train", "--preset", "seed002", "--data-dir", str(tiny_mnist), "--val-size", "0"),
+                      "--val-size must be at least 1 with --eval val")
+    assert_user_error(cli("train", "--preset", "seed002", "--seed", "-1", *data), "--seed must be 0 or more")
+    # A failed run leaves no empty output directory behind (bad data is found before it is made).
+    assert not (tmp_path / "b").exists()
