@@ -35,8 +35,8 @@ FUSABLE_POST_OPS = frozenset({"relu", "bn"})  # both act per channel
 class FusedDropout(SeededDropout):
     """Dropout over K stacked copies, each copy's mask drawn from its own generator.
 
-    Eagerly, copy i draws a mask of its own shape from ``generators[i]`` exactly as a
-    ``SeededDropout`` of that copy alone would, so each copy sees its solo run's masks.
+    Eagerly, copy i draws a mask of its own shape and layout from ``generators[i]`` exactly
+    as a ``SeededDropout`` of that copy alone would, so each copy sees its solo run's masks.
     Compiled, the trainer sets ``noise`` (the copies' noise stacked on channels) and the
     inherited path applies it.
     """
@@ -49,6 +49,9 @@ class FusedDropout(SeededDropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or self.noise is not None or self.generators is None:
             return super().forward(x)
+        # empty_like of a copy's channels takes x's memory layout, as SeededDropout's
+        # empty_like(x) does: a mask is filled in memory order, so a copy draws the mask
+        # its run alone draws in the same layout.
         masks = [torch.empty_like(part).bernoulli_(1 - self.p, generator=generator)
                  for part, generator in zip(x.chunk(self.copies, dim=1), self.generators, strict=True)]
         return x * torch.cat(masks, dim=1) * (1 / (1 - self.p))

@@ -5,6 +5,8 @@ on the training device, an epoch is a random permutation of indices, augmentatio
 batched affine warp, the LR schedule is precomputed, and loss/accuracy are summed on the
 device and read once per epoch (plus one cheap divergence check every
 ``DIVERGENCE_CHECK_EVERY`` steps). On CUDA the step is a replayed CUDA graph (graphs.py).
+The loop trains K copies of a network stacked on the channel axis (``fit_copies``, used by
+fused.py to train several seeds at once); ``fit`` is its one-copy case.
 """
 
 from __future__ import annotations
@@ -119,7 +121,9 @@ def fit_copies(
     and dropout masks from generators seeded by ``configs[i].seed``, in the order a run of
     it alone would, and its loss is its own batch mean, so each copy trains as it would
     alone. ``on_epoch(epoch, metrics)`` gets one dict per copy, None for a copy that has
-    diverged; a diverged copy stops being scored while the others train on.
+    diverged; a diverged copy stops being scored while the others train on (its weights
+    may hold NaNs, but no copy reads another's). ``channels_last`` defaults to on for
+    several copies on the CPU, where grouped convolutions train faster in it.
     """
     if not configs or any(c.replace(seed=configs[0].seed) != configs[0] for c in configs):
         raise ValueError("fit_copies needs at least one config, and the configs may differ only in their seed")
@@ -129,8 +133,9 @@ def fit_copies(
         raise ConfigError("CUDA graphs need a CUDA device; train on the CPU without them")
     if channels_last is None:
         # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md);
-        # eager oneDNN training is faster contiguous.
-        channels_last = compile_model and device.type == "cpu"
+        # eager oneDNN training is faster contiguous, except for grouped convolutions, whose
+        # contiguous backward pass is several times slower (bench/fused_seeds.py).
+        channels_last = device.type == "cpu" and (compile_model or len(configs) > 1)
     with contextlib.ExitStack() as context:
         if device.type == "cuda":
             context.enter_context(own_stream(device))
@@ -229,9 +234,9 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
     training = list(range(copies))  # the copies that have not diverged
 
     def stop_diverged(losses: list[float], epoch: int, step: int) -> None:
-        for copy in [copy for copy in training if _diverged(losses[copy])]:
-            _stop_diverged(results[copy], epoch, step)
-            training.remove(copy)
+        for i in [i for i in training if _diverged(losses[i])]:
+            _stop_diverged(results[i], epoch, step)
+            training.remove(i)
 
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
@@ -267,20 +272,20 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
         corrects = correct.tolist()
         seconds = time.perf_counter() - started
         epoch_metrics: list[dict | None] = [None] * copies
-        for copy in training:
+        for i in training:
             metrics = {
                 "epoch": epoch,
-                "train_loss": train_losses[copy],
-                "train_acc": 100.0 * corrects[copy] / seen,
-                "eval_loss": scores[copy][0],
-                "eval_acc": scores[copy][1],
+                "train_loss": train_losses[i],
+                "train_acc": 100.0 * corrects[i] / seen,
+                "eval_loss": scores[i][0],
+                "eval_acc": scores[i][1],
                 "lr": lrs[first_step],
                 "seconds": seconds,
             }
             if raw_scores is not None:
-                metrics["raw_eval_acc"] = raw_scores[copy][1]
-            results[copy].history.append(metrics)
-            epoch_metrics[copy] = metrics
+                metrics["raw_eval_acc"] = raw_scores[i][1]
+            results[i].history.append(metrics)
+            epoch_metrics[i] = metrics
         if on_epoch is not None:
             on_epoch(epoch, epoch_metrics)
     if average is not None:

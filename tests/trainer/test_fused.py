@@ -50,22 +50,26 @@ def assert_same_run(solo, fused_result, solo_model=None, fused_model=None):
             assert torch.allclose(together.float(), alone.float(), atol=1e-3), name
 
 
-@pytest.mark.parametrize("spec, changes", [
+@pytest.mark.parametrize("spec, changes, channels_last", [
     (SMALL, dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, scheduler="step",
-                 step_size=1)),
-    (SMALL, dict(optimizer="adamw", lr=0.005, weight_decay=0.05, scheduler="onecycle", label_smoothing=0.1)),
-    (DROPOUT, dict(lr=0.05)),
-    (SMALL, dict(lr=0.05, rotation=10, translate=0.1, scale_min=0.9, scale_max=1.1)),
-    (SMALL, dict(lr=0.05, ema_epochs=1, scheduler="cosine")),
-    (SEPARABLE, dict(lr=0.05, momentum=0.9)),
-], ids=["sgd-nesterov", "adamw", "dropout", "augmentation", "ema", "separable"])
-def test_each_seed_trains_as_its_own_fit_would(data, spec, changes):
+                 step_size=1), True),
+    (SMALL, dict(optimizer="adamw", lr=0.005, weight_decay=0.05, scheduler="onecycle", label_smoothing=0.1), True),
+    (DROPOUT, dict(lr=0.05), True),
+    (DROPOUT, dict(lr=0.05), False),
+    (SMALL, dict(lr=0.05, rotation=10, translate=0.1, scale_min=0.9, scale_max=1.1), True),
+    (SMALL, dict(lr=0.05, ema_epochs=1, scheduler="cosine"), True),
+    (SEPARABLE, dict(lr=0.05, momentum=0.9, rotation=5), True),
+], ids=["sgd-nesterov", "adamw", "dropout", "dropout-contiguous", "augmentation", "ema", "separable"])
+def test_each_seed_trains_as_its_own_fit_would(data, spec, changes, channels_last):
+    """In the same memory layout (fused CPU training defaults to channels_last; fit, eager,
+    to contiguous): a different layout rounds differently from the first step on."""
     config = TrainConfig(epochs=2, batch_size=32, **changes)
-    together = fit_seeds(spec, config, SEEDS, data.train, data.val, device="cpu")
+    together = fit_seeds(spec, config, SEEDS, data.train, data.val, device="cpu", channels_last=channels_last)
     assert [run.seed for run in together] == list(SEEDS)
     for run in together:
         alone_model = build_seeded(spec, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cpu")
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cpu",
+                    channels_last=channels_last)
         assert_same_run(alone, run.result, alone_model, run.model)
     assert together[0].result.history[-1]["train_loss"] != together[1].result.history[-1]["train_loss"]
 
@@ -111,7 +115,8 @@ def test_a_diverging_seed_is_reported_and_the_others_train_on(data, monkeypatch)
     assert [metrics[1] for metrics in calls] == [None, None]
     for run in (first, last):
         alone_model = build_seeded(DROPOUT, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cpu")
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cpu",
+                    channels_last=True)
         assert_same_run(alone, run.result, alone_model, run.model)
 
 
