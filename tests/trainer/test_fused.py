@@ -10,6 +10,7 @@ from mnist_search.models import GAP, ArchSpec, Conv, MaxPool, build
 from mnist_search.models.weights import load_weights, save_weights
 from mnist_search.trainer import TrainConfig, build_seeded, fit, fit_seeds, load_mnist, to_device
 from mnist_search.trainer import fused as fused_module
+from mnist_search.trainer import fusion
 from mnist_search.trainer.fusion import FusedNet, _fused_conv, fuse, unfuse
 
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
@@ -178,10 +179,13 @@ class Mystery:
     op = "mystery"
 
 
-def test_what_cannot_be_fused_is_refused_with_a_clear_error(data):
+def test_what_cannot_be_fused_is_refused_with_a_clear_error(data, monkeypatch):
     assert isinstance(_fused_conv(SharedConv(8), 1, 2), torch.nn.Module)  # a new field left at its default is fine
     with pytest.raises(SpecError, match="fused training does not support conv 'share'"):
         _fused_conv(SharedConv(8, share=0), 1, 2)
+    monkeypatch.setattr(fusion, "FUSABLE_POST_OPS", frozenset({"relu"}))  # as if "bn" were a new post op
+    with pytest.raises(SpecError, match=r"does not support the post op\(s\) \['bn'\]"):
+        _fused_conv(Conv(8, post=("relu", "bn")), 1, 2)
     with pytest.raises(SpecError, match="does not support the 'mystery' layer"):
         FusedNet(ArchSpec((Conv(8), Mystery(), Conv(10, k=1, post=()), GAP())), 2)
     with pytest.raises(ConfigError, match="at least one seed"):
