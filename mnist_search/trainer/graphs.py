@@ -22,22 +22,23 @@ WARMUP_STEPS = 3  # eager steps before capture: cuDNN/cuBLAS handles, optimizer 
 
 def capture_train_step(
     train_step: Callable[[torch.Tensor], None],
-    batch_size: int,
+    index_shape: tuple[int, ...],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    generators: Sequence[torch.Generator],
     accumulators: Sequence[torch.Tensor],
 ) -> Callable[[torch.Tensor], None]:
-    """Capture ``train_step(index)`` and return a function that runs it for another batch.
+    """Capture ``train_step(index)`` and return a function that runs it for another batch
+    (``index`` of ``index_shape``: one row of batch indices per fused copy).
 
     Capturing needs a few real eager steps first; the model, its buffers, the optimizer's
     state and ``accumulators`` are put back afterwards, so training starts from the same
     weights as an eager run. Zeroed momentum/Adam moments are exactly a fresh optimizer's
-    first step (SGD's first momentum is the gradient itself: 0 * m + g). ``generator``
-    (the augmentation's) advances on every replay, so each batch gets new random warps.
+    first step (SGD's first momentum is the gradient itself: 0 * m + g). ``generators``
+    (the augmentation's, one per copy) advance on every replay, so each batch gets new random warps.
     """
     with _CAPTURE_LOCK:
-        return _capture(train_step, batch_size, model, optimizer, generator, accumulators)
+        return _capture(train_step, index_shape, model, optimizer, generators, accumulators)
 
 
 # One capture at a time per process: a capture registers the default CUDA generator, and two
@@ -45,16 +46,17 @@ def capture_train_step(
 _CAPTURE_LOCK = threading.Lock()
 
 
-def _capture(train_step, batch_size, model, optimizer, generator, accumulators):
+def _capture(train_step, index_shape, model, optimizer, generators, accumulators):
     device = next(model.parameters()).device
     saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    static_index = torch.arange(batch_size, device=device)
+    static_index = torch.arange(index_shape[-1], device=device).repeat(*index_shape[:-1], 1)
     # Warm up on the run's own stream (never the default one; see own_stream), outside the capture.
     for _ in range(WARMUP_STEPS):
         train_step(static_index)
 
     graph = torch.cuda.CUDAGraph()
-    graph.register_generator_state(generator)
+    for generator in generators:
+        graph.register_generator_state(generator)
     # thread_local: other threads may train other trials on this GPU while this one captures.
     graph.capture_begin(capture_error_mode="thread_local")
     try:

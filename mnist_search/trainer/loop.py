@@ -5,6 +5,8 @@ on the training device, an epoch is a random permutation of indices, augmentatio
 batched affine warp, the LR schedule is precomputed, and loss/accuracy are summed on the
 device and read once per epoch (plus one cheap divergence check every
 ``DIVERGENCE_CHECK_EVERY`` steps). On CUDA the step is a replayed CUDA graph (graphs.py).
+The loop trains K copies of a network stacked on the channel axis (``fit_copies``, used by
+fused.py to train several seeds at once); ``fit`` is its one-copy case.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +29,7 @@ from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.averaging import WeightAverage, decay_for
 from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD, Split
+from mnist_search.trainer.fusion import FusedDropout
 from mnist_search.trainer.graphs import capture_train_step, own_stream
 from mnist_search.trainer.schedules import lr_per_step, make_optimizer
 
@@ -37,6 +40,7 @@ DIVERGED_LOSS = 50.0
 BLACK = -MNIST_MEAN / MNIST_STD  # a 0-valued pixel after normalisation
 
 EpochCallback = Callable[[int, dict], None]
+CopiesEpochCallback = Callable[[int, list[dict | None]], None]  # one dict per copy, None once it diverged
 BatchCallback = Callable[[int, int], None]
 
 
@@ -92,44 +96,75 @@ def fit(
     share the GPU. ``channels_last`` (default: only for compiled CPU training) and ``bf16``
     autocast are there to be measured (bench/search_gpu.py).
     """
+    report = None if on_epoch is None else lambda epoch, metrics: on_epoch(epoch, metrics[0])
+    return fit_copies(model, [config], train, evaluate_on, device, report, on_batch, compile_model, cuda_graph,
+                      channels_last, bf16)[0]
+
+
+def fit_copies(
+    model: nn.Module,
+    configs: Sequence[TrainConfig],
+    train: Split,
+    evaluate_on: Split,
+    device: str | torch.device = "auto",
+    on_epoch: CopiesEpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    compile_model: bool = False,
+    cuda_graph: bool | None = None,
+    channels_last: bool | None = None,
+    bf16: bool = False,
+) -> list[FitResult]:
+    """``fit`` for a network of K = ``len(configs)`` copies stacked on the channel axis (a
+    plain network is one copy): ``model`` maps B x K x 28 x 28 images to B x (K*10) logits.
+
+    The configs may differ in their seed only. Copy i draws its batch order, augmentation
+    and dropout masks from generators seeded by ``configs[i].seed``, in the order a run of
+    it alone would, and its loss is its own batch mean, so each copy trains as it would
+    alone. ``on_epoch(epoch, metrics)`` gets one dict per copy, None for a copy that has
+    diverged; a diverged copy stops being scored while the others train on (its weights
+    may hold NaNs, but no copy reads another's). ``channels_last`` defaults to on for
+    several copies on the CPU, where grouped convolutions train faster in it.
+    """
+    if not configs or any(c.replace(seed=configs[0].seed) != configs[0] for c in configs):
+        raise ValueError("fit_copies needs at least one config, and the configs may differ only in their seed")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
     if use_graph and device.type != "cuda":
         raise ConfigError("CUDA graphs need a CUDA device; train on the CPU without them")
     if channels_last is None:
         # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md);
-        # eager oneDNN training is faster contiguous.
-        channels_last = compile_model and device.type == "cpu"
+        # eager oneDNN training is faster contiguous, except for grouped convolutions, whose
+        # contiguous backward pass is several times slower (bench/fused_seeds.py).
+        channels_last = device.type == "cpu" and (compile_model or len(configs) > 1)
     with contextlib.ExitStack() as context:
         if device.type == "cuda":
             context.enter_context(own_stream(device))
         if compile_model:
             # A graph break inside ConvBlock (as dropout's generator draws once caused) makes
             # Dynamo compile ConvBlock.forward once per block, and past its default limit of 8
-            # the remaining blocks ran eagerly, silently (session 7's separable networks).
+            # the remaining blocks ran eagerly, silently (separable networks did).
             # Twice the module count: more than the blocks there are, in training and evaluation.
             modules = sum(1 for _ in model.modules())
             context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * modules)))
         try:
-            return _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph,
-                        channels_last, bf16)
+            return _fit(model, list(configs), train, evaluate_on, device, on_epoch, on_batch, compile_model,
+                        use_graph, channels_last, bf16)
         finally:
             for module in model.modules():
                 if isinstance(module, SeededDropout):
                     module.noise = None  # the last step's, of no use after training
 
 
-def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph, channels_last,
-         bf16) -> FitResult:
+def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph, channels_last,
+         bf16) -> list[FitResult]:
+    config, copies = configs[0], len(configs)
     model.to(device)
     train_x, train_y = to_device(train, device)
     eval_x, eval_y = to_device(evaluate_on, device)
-    order_generator = torch.Generator(device=device).manual_seed(config.seed)
-    # Augmentation and dropout draw from this run's own generator, never from the shared default one.
-    augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    for module in model.modules():
-        if isinstance(module, SeededDropout):
-            module.generator = augment_generator
+    order_generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
+    # Augmentation and dropout draw from each run's own generator, never from the shared default one.
+    augment_generators = [torch.Generator(device=device).manual_seed(c.seed + 1) for c in configs]
+    _give_dropout_generators(model, augment_generators)
 
     # A compiled step recompiles for every new batch shape and a graph has one fixed shape,
     # so both drop the ragged last batch of each epoch (at most batch_size - 1 random images).
@@ -146,48 +181,63 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         # compiles a new network, so the previous fits' graphs are dropped first.
         torch.compiler.reset()
     # Compiled, dropout takes noise drawn outside the graph (SeededDropout says why).
-    dropout_shapes = _dropout_input_shapes(model, (config.batch_size, *INPUT_SHAPE), device, memory_format) \
-        if compile_model else {}
+    batch_shape = (config.batch_size, copies * INPUT_SHAPE[0], *INPUT_SHAPE[1:])
+    dropout_shapes = _dropout_input_shapes(model, batch_shape, device, memory_format) if compile_model else {}
     step_model = torch.compile(model) if compile_model else model
     average = WeightAverage(model, decay_for(config.ema_epochs, steps_per_epoch)) if config.ema_epochs else None
     optimizer = make_optimizer(model.parameters(), config, lr_on_device=device if use_graph else None)
     lrs = lr_per_step(config, steps_per_epoch)
-    loss_sum = torch.zeros((), device=device)
-    window_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros(copies, device=device)
+    window_loss = torch.zeros(copies, device=device)
+    correct = torch.zeros(copies, device=device, dtype=torch.long)
 
     def train_step(index: torch.Tensor) -> None:
-        """One batch, on the device only: no host synchronisation, so it can be graph-captured."""
-        images, labels = train_x[index], train_y[index]
-        if config.augments:
-            images = random_affine(
-                images, augment_generator, config.rotation, config.translate, (config.scale_min, config.scale_max),
-                fill=BLACK,
-            )
+        """One batch per copy (``index`` is copies x batch), on the device only: no host
+        synchronisation, so it can be graph-captured."""
+        batches = []
+        for rows, generator in zip(index, augment_generators, strict=True):
+            images = train_x[rows]
+            if config.augments:
+                images = random_affine(
+                    images, generator, config.rotation, config.translate, (config.scale_min, config.scale_max),
+                    fill=BLACK,
+                )
+            batches.append(images)
+        images = batches[0] if copies == 1 else torch.cat(batches, dim=1)
+        labels = train_y[index].T  # batch x copies
         for dropout, shape in dropout_shapes.items():
-            dropout.noise = torch.rand(shape, device=device, generator=augment_generator)
+            dropout.noise = _draw_noise(shape, augment_generators, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
-            logits = step_model(images.contiguous(memory_format=memory_format))
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            logits = step_model(images.contiguous(memory_format=memory_format)).reshape(len(labels), copies, -1)
+            # Each copy's own batch mean, summed: each copy's gradient is the one it would get alone.
+            losses = F.cross_entropy(logits.transpose(1, 2), labels, label_smoothing=config.label_smoothing,
+                                     reduction="none").mean(0)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         optimizer.step()
         if average is not None:
             average.update()
-        batch_loss = loss.detach().float() * len(labels)
+        batch_loss = losses.detach().float() * len(labels)
         loss_sum.add_(batch_loss)
         window_loss.add_(batch_loss)
-        correct.add_((logits.detach().argmax(1) == labels).sum())
+        correct.add_((logits.detach().argmax(2) == labels).sum(0))
 
     run_step = train_step
     if use_graph:
-        run_step = capture_train_step(train_step, config.batch_size, model, optimizer, augment_generator,
+        run_step = capture_train_step(train_step, (copies, config.batch_size), model, optimizer, augment_generators,
                                       (loss_sum, window_loss, correct))
         if average is not None:
             average.restart()  # the capture's warm-up steps moved it; the weights were put back
     set_lr = _lr_setter(optimizer)
 
-    result = FitResult()
+    results = [FitResult() for _ in configs]
+    training = list(range(copies))  # the copies that have not diverged
+
+    def stop_diverged(losses: list[float], epoch: int, step: int) -> None:
+        for i in [i for i in training if _diverged(losses[i])]:
+            _stop_diverged(results[i], epoch, step)
+            training.remove(i)
+
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         first_step = (epoch - 1) * steps_per_epoch
@@ -196,42 +246,69 @@ def _fit(model, config, train, evaluate_on, device, on_epoch, on_batch, compile_
         correct.zero_()
         window_loss.zero_()
         seen = 0
-        order = torch.randperm(len(train), device=device, generator=order_generator)
+        orders = torch.stack([torch.randperm(len(train), device=device, generator=g) for g in order_generators])
         for step in range(steps_per_epoch):
             set_lr(lrs[first_step + step])
             if average is not None:
                 average.prepare(first_step + step)
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            index = orders[:, step * config.batch_size : (step + 1) * config.batch_size]
             run_step(index)
-            seen += len(index)
+            seen += index.shape[1]
             if (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
-                if _diverged(window_loss.item() / (DIVERGENCE_CHECK_EVERY * config.batch_size)):
-                    return _stop_diverged(result, epoch, step + 1)
+                stop_diverged([w / (DIVERGENCE_CHECK_EVERY * config.batch_size) for w in window_loss.tolist()],
+                              epoch, step + 1)
+                if not training:
+                    return results
                 window_loss.zero_()
             if on_batch is not None:
                 on_batch(step + 1, steps_per_epoch)
-        train_loss = loss_sum.item() / seen
-        if _diverged(train_loss):
-            return _stop_diverged(result, epoch, steps_per_epoch)
-        eval_loss, eval_acc = evaluate(average.model if average else model, eval_x, eval_y)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": 100.0 * correct.item() / seen,
-            "eval_loss": eval_loss,
-            "eval_acc": eval_acc,
-            "lr": lrs[first_step],
-            "seconds": time.perf_counter() - started,
-        }
-        if average is not None:
-            # The raw weights' accuracy too, so every averaged run measures what averaging changed.
-            metrics["raw_eval_acc"] = evaluate(model, eval_x, eval_y)[1]
-        result.history.append(metrics)
+        train_losses = [total / seen for total in loss_sum.tolist()]
+        stop_diverged(train_losses, epoch, steps_per_epoch)
+        if not training:
+            return results
+        scores = evaluate_copies(average.model if average else model, eval_x, eval_y, copies)
+        # The raw weights' accuracy too, so every averaged run measures what averaging changed.
+        raw_scores = evaluate_copies(model, eval_x, eval_y, copies) if average is not None else None
+        corrects = correct.tolist()
+        seconds = time.perf_counter() - started
+        epoch_metrics: list[dict | None] = [None] * copies
+        for i in training:
+            metrics = {
+                "epoch": epoch,
+                "train_loss": train_losses[i],
+                "train_acc": 100.0 * corrects[i] / seen,
+                "eval_loss": scores[i][0],
+                "eval_acc": scores[i][1],
+                "lr": lrs[first_step],
+                "seconds": seconds,
+            }
+            if raw_scores is not None:
+                metrics["raw_eval_acc"] = raw_scores[i][1]
+            results[i].history.append(metrics)
+            epoch_metrics[i] = metrics
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
+            on_epoch(epoch, epoch_metrics)
     if average is not None:
         average.copy_into_source()
-    return result
+    return results
+
+
+def _give_dropout_generators(model: nn.Module, generators: list[torch.Generator]) -> None:
+    for module in model.modules():
+        if isinstance(module, FusedDropout):
+            module.generators = generators
+        elif isinstance(module, SeededDropout):
+            if len(generators) != 1:
+                raise RuntimeError("a network of several copies needs FusedDropout, one generator per copy")
+            module.generator = generators[0]
+
+
+def _draw_noise(shape: torch.Size, generators: list[torch.Generator], device: torch.device) -> torch.Tensor:
+    """Dropout noise for a layer of input ``shape``: each copy's channels from its own generator."""
+    if len(generators) == 1:
+        return torch.rand(shape, device=device, generator=generators[0])
+    copy_shape = (shape[0], shape[1] // len(generators), *shape[2:])
+    return torch.cat([torch.rand(copy_shape, device=device, generator=g) for g in generators], dim=1)
 
 
 @torch.no_grad()
@@ -265,9 +342,16 @@ def _lr_setter(optimizer: torch.optim.Optimizer) -> Callable[[float], None]:
     return set_number
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (%) of ``model`` in eval mode on device-resident data."""
+    return evaluate_copies(model, images, labels, 1)[0]
+
+
+@torch.no_grad()
+def evaluate_copies(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    copies: int) -> list[tuple[float, float]]:
+    """Mean cross-entropy and accuracy (%) of each of ``model``'s ``copies`` stacked copies
+    (see ``fit_copies``) in eval mode on device-resident data; every copy sees every image."""
     model.eval()
     if images.device.type == "cpu":
         # oneDNN runs these small convolutions ~2x faster in channels_last for inference
@@ -275,14 +359,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tu
         # contiguous; converting a copy leaves the training model (and any compiled
         # graph guarding on its strides) untouched.
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    loss_sum = torch.zeros(copies, device=images.device)
+    correct = torch.zeros(copies, device=images.device, dtype=torch.long)
     for start in range(0, len(labels), EVAL_BATCH):
-        logits = model(images[start : start + EVAL_BATCH])
         target = labels[start : start + EVAL_BATCH]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(1) == target).sum()
-    return loss_sum.item() / len(labels), 100.0 * correct.item() / len(labels)
+        logits = model(images[start : start + EVAL_BATCH].expand(-1, copies, -1, -1))
+        logits = logits.reshape(len(target), copies, -1)
+        targets = target[:, None].expand(-1, copies)
+        loss_sum += F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").sum(0)
+        correct += (logits.argmax(2) == targets).sum(0)
+    return [(total / len(labels), 100.0 * right / len(labels))
+            for total, right in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
 
 
 def _diverged(mean_loss: float) -> bool:
