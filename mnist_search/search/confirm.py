@@ -12,7 +12,7 @@ import optuna
 import torch
 from safetensors.torch import load, save
 
-from mnist_search.errors import ConfigError, UserError
+from mnist_search.errors import ConfigError, SpecError, UserError
 from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
@@ -23,10 +23,12 @@ from mnist_search.trainer import (
     build_seeded,
     cpu_threads_per_process,
     fit,
+    fit_seeds,
     load_mnist,
     resolve_device,
     should_compile,
 )
+from mnist_search.trainer.fusion import check_fusable
 
 EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, epoch, metrics)
 
@@ -34,12 +36,15 @@ EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, ep
 def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, seeds: int = 3, first_seed: int = 0,
             last_k: int = 5, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
             data_dir: str | os.PathLike | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
-            on_epoch: EpochCallback | None = None,
+            fuse: bool = True, on_epoch: EpochCallback | None = None,
             on_trial: Callable[[TrialRecord, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
     """Retrain the ``top`` best completed trials (or the numbers in ``trials``) with ``seeds`` training
     seeds from ``first_seed`` on all 60k training images, scoring the test set every epoch; store each
     trial's :class:`Confirmation` in the study (replacing an earlier one) and each seed's weights as
-    artifacts. With ``workers`` > 1 that many seeds train at once, each in its own process.
+    artifacts. With ``workers`` > 1 that many seeds train at once, each in its own process;
+    otherwise, with ``fuse``, the seeds train together as one fused network (``fit_seeds``: each
+    seed as its own run would, one kernel sequence for all), one after another when the
+    network has a layer fused training does not support.
 
     ``on_trial(record, epochs)`` is called before a trial's seeds train; ``on_epoch`` after each
     epoch of each seed (in the worker processes too, so there it must be a module-level function).
@@ -70,7 +75,8 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
                             "compile": compile, "data_dir": data_dir, "trial": record.number})
                 for seed in range(first_seed, first_seed + seeds)]
         if workers == 1:
-            trained = [train_seed(job, data, on_epoch) for job in jobs]
+            trained = _train_fused(jobs, data, on_epoch) if seeds > 1 and fuse else None
+            trained = trained or [train_seed(job, data, on_epoch) for job in jobs]
         else:
             trained = _train_in_processes(jobs, min(workers, seeds), on_epoch)
         runs = [_store(study, record, run, blob, artifacts) for run, blob in trained]
@@ -117,12 +123,44 @@ def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tu
 
     result = fit(model, config, train, data.test, device=task["device"], on_epoch=epoch_done,
                  compile_model=should_compile(task["compile"], config, len(train), task["device"]))
+    return _run_record(config, result, task["device"]), _weights(model)
+
+
+def _run_record(config: TrainConfig, result, device: str) -> dict:
+    """One seed's stored run: its test accuracy per epoch, where and how it trained."""
     run = {"seed": config.seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
-           "cpu_threads": torch.get_num_threads(), "device": torch.device(task["device"]).type}
+           "cpu_threads": torch.get_num_threads(), "device": torch.device(device).type}
     if config.ema_epochs:
         run["raw_test_acc"] = [m["raw_eval_acc"] for m in result.history]  # what the average changed
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    return run, save(weights)
+    return run
+
+
+def _weights(model) -> bytes:
+    return save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()})
+
+
+def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]] | None:
+    """Train every seed of ``jobs`` (one network, one recipe) at once as one fused network; None
+    when the network has a layer fused training does not support."""
+    tasks = [json.loads(job) for job in jobs]
+    first = tasks[0]
+    spec, config = ArchSpec.from_dict(first["spec"]), TrainConfig.from_dict(first["config"])
+    seeds = [task["config"]["seed"] for task in tasks]
+    try:
+        check_fusable(spec)
+    except SpecError:
+        return None
+    train = data.full_train()
+
+    def epoch_done(epoch: int, metrics: list[dict | None]) -> None:
+        if on_epoch:
+            for seed, seed_metrics in zip(seeds, metrics):
+                if seed_metrics is not None:
+                    on_epoch(first["trial"], seed, epoch, seed_metrics)
+
+    fitted = fit_seeds(spec, config, seeds, train, data.test, device=first["device"], on_epoch=epoch_done,
+                       compile_model=should_compile(first["compile"], config, len(train), first["device"]))
+    return [(_run_record(config.replace(seed=f.seed), f.result, first["device"]), _weights(f.model)) for f in fitted]
 
 
 def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]]:

@@ -23,7 +23,7 @@ from torch import nn
 
 from mnist_search.errors import SpecError
 from mnist_search.models.analysis import validate
-from mnist_search.models.build import ConvBlock, SeededDropout, SpecNet, build
+from mnist_search.models.network import ConvBlock, SeededDropout, SpecNet, build
 from mnist_search.models.spec import GAP, INPUT_SHAPE, ArchSpec, Conv, Layer, MaxPool
 
 # The conv fields the fused builder knows how to widen; a new field must be taught here
@@ -107,6 +107,12 @@ class FusedNet(nn.Module):
 
 
 @torch.no_grad()
+def check_fusable(spec: ArchSpec) -> None:
+    """Raise SpecError when fused training does not support a layer of ``spec`` (building a
+    one-copy fused network is the check, so it cannot disagree with ``fuse``)."""
+    FusedNet(spec, 1)
+
+
 def fuse(spec: ArchSpec, models: Sequence[SpecNet]) -> FusedNet:
     """One fused network holding the weights of ``models`` (each built from ``spec``), in order."""
     validate(spec)

@@ -371,3 +371,16 @@ def test_several_seeds_per_trial_through_export_and_report(tiny_mnist, tmp_path)
 def test_export_says_where_the_shipped_seed_was_scored():
     assert measured_on("cpu") == " (scored on the CPU)"
     assert "TF32" in measured_on("cuda")  # GPU-scored accuracies can differ from a CPU evaluation by an image
+
+
+def test_confirm_trains_a_networks_seeds_fused_as_it_would_one_after_another(tiny_mnist, tmp_path):
+    study, _ = search(f"sqlite:///{tmp_path / 'fused.db'}", tiny_mnist, trials=1)
+    common = {"trials": [0], "seeds": 2, "last_k": 1, "compile": "off", "data_dir": tiny_mnist,
+              "artifact_dir": tmp_path / "artifacts"}
+    (_, fused), = confirm(study, fuse=True, **common)
+    (_, alone), = confirm(study, fuse=False, **common)
+    assert [r.seed for r in fused.runs] == [0, 1]
+    for ours, theirs in zip(fused.runs, alone.runs, strict=True):  # up to float error: at most one test image
+        assert all(abs(a - b) <= 1.0 for a, b in zip(ours.test_acc, theirs.test_acc, strict=True))
+        weights = load_file(tmp_path / "artifacts" / ours.weights_artifact)
+        assert weights.keys() == load_file(tmp_path / "artifacts" / theirs.weights_artifact).keys()
