@@ -42,6 +42,9 @@ SETTING_FLAGS: dict[str, tuple[str, dict]] = {
     "warm_start": ("--warm-start", {"metavar": "STUDY", "help": "first run the best trials of STUDY (same storage), "
                                                                 "narrowed or widened to this budget"}),
     "warm_start_top": ("--warm-start-top", {"type": int, "help": "how many of STUDY's best trials to queue (default 3)"}),
+    "fuse_seeds": ("--fuse-seeds", {"action": argparse.BooleanOptionalAction, "default": None,
+                                    "help": "train a trial's seeds as one fused network, pruned on their mean accuracy "
+                                            "per epoch (default); --no-fuse-seeds: one after another"}),
     "allow_mixed": ("--allow-mixed", {"action": "store_true", "default": None,
                                       "help": "resume a study even if epochs, last-K, budget, objective, seeds per "
                                               "trial or validation size differ from its own"}),

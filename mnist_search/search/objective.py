@@ -13,11 +13,13 @@ import torch
 from optuna_dashboard import save_note
 
 from mnist_search.defaults import DEFAULT_LAST_K
+from mnist_search.errors import SpecError
 from mnist_search.models import ArchSpec, analyse
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.space import Infeasible, sample_choices, sample_config, spec_from_choices
-from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, should_compile
+from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, fit_seeds, should_compile
+from mnist_search.trainer.fusion import check_fusable
 
 
 class TrainingDiverged(Exception):
@@ -54,6 +56,11 @@ class Objective:
     on_epoch: Callable[[int, int, int, dict], None] | None = None
     # Who trains the trial (host:pid), so a supervisor can fail the trials of a worker that died.
     worker: str | None = None
+    # Train the seeds as one fused network (fit_seeds): they advance together and the pruner sees
+    # their mean accuracy at step = epoch. Otherwise one after another, seed i's epoch e at step
+    # i * epochs + e. A study keeps one layout (SearchSettings.fuse_seeds is checked on resume):
+    # the pruner compares the same steps of different trials.
+    fuse_seeds: bool = False
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, int]:
         try:
@@ -77,8 +84,12 @@ class Objective:
         save_note(trial, architecture_note(spec, config))
         started = time.perf_counter()
         histories: list[list[dict]] = []
-        for index in range(self.seeds):
-            self._train_seed(trial, spec, config.replace(seed=self.seed + index), histories, started)
+        if self.seeds > 1 and self.fuse_seeds:
+            trial.set_user_attr(records.SEED_LAYOUT, "fused")
+            self._train_fused(trial, spec, config, histories, started)
+        else:
+            for index in range(self.seeds):
+                self._train_seed(trial, spec, config.replace(seed=self.seed + index), histories, started)
         trial.set_user_attr("seconds", time.perf_counter() - started)
         scores = [consistency_score([m["eval_acc"] for m in history], self.last_k) for history in histories]
         if self.seeds > 1:
@@ -87,8 +98,58 @@ class Objective:
         value = statistics.fmean(scores)
         return (value, analysis.params) if self.pareto else value
 
+    def _train_fused(self, trial: optuna.Trial, spec: ArchSpec, config: TrainConfig, histories: list[list[dict]],
+                     started: float) -> None:
+        """Train all the trial's seeds at once as one fused network, reporting their mean accuracy
+        at step = epoch; a network fused training cannot build trains its seeds one after another,
+        reporting only the first seed's epochs (the same steps)."""
+        try:
+            check_fusable(spec)
+        except SpecError:
+            for index in range(self.seeds):
+                self._train_seed(trial, spec, config.replace(seed=self.seed + index), histories, started,
+                                 report=index == 0)
+            return
+        seeds = [self.seed + index for index in range(self.seeds)]
+        histories.extend([] for _ in seeds)
+
+        def on_epoch(epoch: int, metrics: list[dict | None]) -> None:
+            if any(m is None for m in metrics):
+                return  # a diverged seed: the trial fails below, once fit_seeds returns
+            for index, (history, seed_metrics) in enumerate(zip(histories, metrics)):
+                history.append(seed_metrics)
+                if self.on_epoch is not None:
+                    self.on_epoch(trial.number, index, epoch, seed_metrics)
+            trial.set_user_attr(records.HISTORY, histories[0])
+            trial.set_user_attr(records.SEED_HISTORIES, histories[1:])
+            self._report(trial, statistics.fmean(m["eval_acc"] for m in metrics), epoch, started,
+                         f"epoch {epoch} (mean of {len(seeds)} seeds)")
+
+        fitted = fit_seeds(spec, config, seeds, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
+                           compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device))
+        failed = next((f for f in fitted if f.result.status != "completed"), None)
+        if failed is not None:
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("status", failed.result.status)
+            raise TrainingDiverged(f"seed {seeds.index(failed.seed) + 1}: {failed.result.message}")
+        self._store(trial, fitted[0].model)
+
+    def _report(self, trial: optuna.Trial, accuracy: float, step: int, started: float, where: str) -> None:
+        """Report ``accuracy`` at ``step`` and stop the trial if the pruner says so."""
+        if self.pareto:
+            return
+        trial.report(accuracy, step)
+        if trial.should_prune():
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            raise optuna.TrialPruned(f"pruned after {where} at {accuracy:.2f}%")
+
+    def _store(self, trial: optuna.Trial, model) -> None:
+        artifact_id, digest = store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}")
+        trial.set_user_attr(records.WEIGHTS_ARTIFACT, artifact_id)
+        trial.set_user_attr(records.WEIGHTS_SHA256, digest)
+
     def _train_seed(self, trial: optuna.Trial, spec: ArchSpec, config: TrainConfig, histories: list[list[dict]],
-                    started: float) -> None:
+                    started: float, report: bool = True) -> None:
         """Train the trial's next seed, appending its per-epoch validation metrics to ``histories``.
 
         The i-th seed (from 0) reports epoch ``e`` as step ``i * epochs + e``, so the pruner compares
@@ -107,13 +168,10 @@ class Objective:
                 trial.set_user_attr("history", history)
             else:
                 trial.set_user_attr("seed_histories", histories[1:])
-            if self.pareto:
-                return
-            trial.report(metrics["eval_acc"], pruning_step(index, epoch, self.epochs))
-            if trial.should_prune():
-                trial.set_user_attr("seconds", time.perf_counter() - started)
+            if report:
+                step = epoch if self.fuse_seeds else pruning_step(index, epoch, self.epochs)
                 where = f"epoch {epoch}" + (f" of seed {index + 1}/{self.seeds}" if self.seeds > 1 else "")
-                raise optuna.TrialPruned(f"pruned after {where} at {metrics['eval_acc']:.2f}%")
+                self._report(trial, metrics["eval_acc"], step, started, where)
 
         model = build_seeded(spec, config.seed)
         result = fit(model, config, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
@@ -123,9 +181,7 @@ class Objective:
             trial.set_user_attr("status", result.status)
             raise TrainingDiverged(result.message if self.seeds == 1 else f"seed {index + 1}: {result.message}")
         if index == 0:
-            artifact_id, digest = store_weights(model, self.artifact_dir, trial, f"trial-{trial.number}")
-            trial.set_user_attr(records.WEIGHTS_ARTIFACT, artifact_id)
-            trial.set_user_attr(records.WEIGHTS_SHA256, digest)
+            self._store(trial, model)
 
 
 def pruning_step(seed_index: int, epoch: int, epochs: int) -> int:

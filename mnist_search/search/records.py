@@ -45,6 +45,7 @@ WEIGHTS_ARTIFACT = "weights_artifact"
 WEIGHTS_SHA256 = "weights_sha256"
 WARM_START = "warm_start"
 WORKER = "worker"  # host:pid of the process training the trial
+SEED_LAYOUT = "seed_layout"  # "fused": a trial's seeds trained together, pruned on their mean at step = epoch
 
 # Study user attributes.
 CONFIRM_PREFIX = "confirm:"  # + trial number: that trial's Confirmation
@@ -85,6 +86,7 @@ class TrialRecord:
     warm_start: str | None = None
     epochs_per_seed: int | None = None
     pruned_step: int | None = None
+    fused_seeds: bool = False
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -105,7 +107,7 @@ class TrialRecord:
             weights_artifact=attrs.artifact_id(WEIGHTS_ARTIFACT), weights_sha256=attrs.sha256(WEIGHTS_SHA256),
             warm_start=attrs.text(WARM_START),
             epochs_per_seed=_integer(config.get("epochs"), f"trial #{trial.number}'s config.epochs") if config else None,
-            pruned_step=trial.last_step,
+            pruned_step=trial.last_step, fused_seeds=attrs.choice(SEED_LAYOUT, ("fused",)) == "fused",
         )
 
     @property
@@ -113,6 +115,8 @@ class TrialRecord:
         """Where a pruned trial stopped: its epoch, and which seed when it trained several."""
         if self.seeds == 1 or self.pruned_step is None or not self.epochs_per_seed:
             return f"epoch {self.pruned_step}"
+        if self.fused_seeds:
+            return f"epoch {self.pruned_step} (mean of {self.seeds} seeds)"
         seed, epoch = divmod(self.pruned_step - 1, self.epochs_per_seed)
         return f"epoch {epoch + 1} of seed {seed + 1}/{self.seeds}"
 

@@ -172,8 +172,8 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
               sampler_seed: int | None, progress: SearchProgress, parallel: bool) -> None:
     """Run ``settings.trials`` trials of ``study`` in this process (``settings.jobs`` at a time)."""
     study.sampler = make_sampler(settings.sampler, sampler_seed, parallel=parallel)
-    # Every seed's epochs are pruning steps (see Objective).
-    study.pruner = make_pruner(settings.pruner, settings.epochs * settings.seeds_per_trial)
+    # The steps a trial reports (see Objective): one per epoch with fused seeds, else every seed's epochs.
+    study.pruner = make_pruner(settings.pruner, settings.epochs * (1 if settings.fuse_seeds else settings.seeds_per_trial))
 
     def on_epoch(number: int, seed: int, epoch: int, metrics: dict) -> None:
         progress.epoch(number, seed, settings.seeds_per_trial, epoch, settings.epochs, metrics)
@@ -182,7 +182,8 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
                           artifact_dir=where.artifacts, last_k=settings.last_k,
                           seed=settings.seed if settings.seed is not None else 0,  # the training seed
                           compile_choice=settings.compile, pareto=settings.pareto, seeds=settings.seeds_per_trial,
-                          on_epoch=on_epoch, worker=f"{socket.gethostname()}:{os.getpid()}")
+                          on_epoch=on_epoch, worker=f"{socket.gethostname()}:{os.getpid()}",
+                          fuse_seeds=settings.fuse_seeds)
     with quiet_optuna():
         # Optuna checks the timeout between trials, so a running trial is never cut short.
         study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[progress],

@@ -33,7 +33,8 @@ MAX_JOBS = 16
 MNIST_TRAIN_IMAGES = 60_000
 # Settings that change what a trial's score means: a study's trials are comparable only when
 # these agree, so resuming a study with other values is refused unless mixing is allowed.
-SCORE_SETTINGS = ("epochs", "last_k", "max_params", "objective", "seeds_per_trial", "val_size")
+# fuse_seeds too: it decides the steps at which the pruner compares trials of several seeds.
+SCORE_SETTINGS = ("epochs", "last_k", "max_params", "objective", "seeds_per_trial", "val_size", "fuse_seeds")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class SearchSettings:
         heartbeat_grace_s: seconds without a heartbeat before a worker's trial counts as dead.
         warm_start: name of a study in the same storage whose best trials run first.
         warm_start_top: how many of its best trials to queue.
+        fuse_seeds: train a trial's seeds as one fused network (all advance together; the pruner
+            sees their mean accuracy at each epoch) rather than one after another.
         allow_mixed: resume a study even when settings that change what a score means differ.
     """
 
@@ -81,6 +84,7 @@ class SearchSettings:
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
     warm_start: str | None = None
     warm_start_top: int = 3
+    fuse_seeds: bool = True
     allow_mixed: bool = False
 
     def __post_init__(self) -> None:

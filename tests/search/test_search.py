@@ -384,3 +384,26 @@ def test_confirm_trains_a_networks_seeds_fused_as_it_would_one_after_another(tin
         assert all(abs(a - b) <= 1.0 for a, b in zip(ours.test_acc, theirs.test_acc, strict=True))
         weights = load_file(tmp_path / "artifacts" / ours.weights_artifact)
         assert weights.keys() == load_file(tmp_path / "artifacts" / theirs.weights_artifact).keys()
+
+
+def test_a_trial_with_fused_seeds_is_pruned_on_their_mean_per_epoch(tiny_mnist, tmp_path):
+    from mnist_search.search.progress import outcome
+
+    data = load_mnist(tiny_mnist, val_size=100, download=False)
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'fused.db'}"), "fused",
+                       optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
+    study.enqueue_trial(GOOD_RECIPE)
+    common = {"data": data, "max_params": 8000, "epochs": 2, "device": "cpu", "artifact_dir": tmp_path / "a",
+              "last_k": 2, "seed": 7, "seeds": 2, "fuse_seeds": True}
+    study.optimize(Objective(**common), n_trials=1)
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    assert attrs["seed_layout"] == "fused" and len(attrs["seed_histories"]) == 1 and len(attrs["seed_scores"]) == 2
+    assert sorted(trial.intermediate_values) == [1, 2]  # one step per epoch: the seeds advance together
+    for epoch in (1, 2):
+        seed_accuracies = [h[epoch - 1]["eval_acc"] for h in (attrs["history"], attrs["seed_histories"][0])]
+        assert trial.intermediate_values[epoch] == pytest.approx(sum(seed_accuracies) / 2)
+    study.pruner = PruneAtStep(1)
+    study.enqueue_trial(GOOD_RECIPE)
+    study.optimize(Objective(**common), n_trials=1)
+    assert outcome(study.trials[1]).startswith("pruned at epoch 1 (mean of 2 seeds)")
