@@ -20,12 +20,22 @@ def test_json_round_trip_keeps_every_field():
     }
 
 
+def test_sharing_and_group_norm_round_trip_and_are_written_only_when_used():
+    spec = ArchSpec((Conv(8, post=("gn", "relu"), norm_groups=4), Conv(8, pad=1, post=("in",)),
+                     Conv(8, pad=1, post=("in",), share=1), Conv(10, k=1, post=()), GAP()))
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    layers = json.loads(spec.to_json())["layers"]
+    assert layers[0]["norm_groups"] == 4 and layers[2]["share"] == 1
+    # a spec without the new fields serialises exactly as before they existed
+    assert "share" not in layers[1] and "norm_groups" not in layers[1] and "norm_groups" not in layers[3]
+
+
 @pytest.mark.parametrize(
     "layers, message",
     [
         ([{"op": "dense", "out": 10}], "unknown op 'dense'"),
-        ([{"op": "conv", "out": 0}], "conv 'out' must be an integer >= 1"),
-        ([{"op": "conv", "out": -3}], "conv 'out' must be an integer >= 1"),
+        ([{"op": "conv", "out": 0}], "conv 'out' must be an integer from 1 to 1024"),
+        ([{"op": "conv", "out": -3}], "conv 'out' must be an integer from 1 to 1024"),
         ([{"op": "conv", "out": 10, "post": ["tanh"]}], "unknown post op 'tanh'"),
         ([{"op": "conv", "out": 10, "dropout": 1.5}], "dropout"),
         ([{"op": "conv", "out": 10, "kernel": 3}], "unknown field 'kernel'"),
