@@ -59,8 +59,13 @@ def test_a_spec_text_or_file_over_the_size_limit_is_refused_before_parsing(tmp_p
         ArchSpec.from_json(huge)
     path = tmp_path / "spec.json"
     path.write_text(huge)
-    with pytest.raises(SpecError, match="the spec file has"):
+    with pytest.raises(SpecError, match="spec.json: the spec is 1,000,001 characters long"):
         ArchSpec.from_file(path)
+
+
+def test_an_endless_spec_file_is_read_only_up_to_the_limit():
+    with pytest.raises(SpecError, match="characters long|not valid JSON"):
+        ArchSpec.from_file("/dev/zero")
 
 
 def test_a_kernel_larger_than_its_feature_map_is_refused():
