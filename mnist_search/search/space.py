@@ -58,8 +58,8 @@ class Choices:
     # GroupNorm's group count is the largest divisor of each conv's width that divides norm_groups.
     norm: str = "bn"
     norm_groups: int = 1
-    # Extra applications, after block 2, of ONE square 3x3 conv (separable if `separable`) at
-    # block 2's last width and padding: its first application owns the weights, the others
+    # Applications, after block 2, of ONE extra square 3x3 conv (separable if `separable`) at
+    # block 2's last width and padding (0: none): the first owns the weights, the others
     # share them, each with its own norm. Depth and receptive field for a norm's parameters.
     shared_repeats: int = 0
 
