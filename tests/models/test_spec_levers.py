@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from mnist_search.errors import SpecError
-from mnist_search.models import GAP, ArchSpec, Conv, MaxPool, analyse, build, count_params
+from mnist_search.models import (
+    GAP,
+    ArchSpec,
+    Conv,
+    MaxPool,
+    analyse,
+    build,
+    count_params,
+)
 from mnist_search.models.weights import load_weights, save_weights
 from mnist_search.trainer.averaging import WeightAverage
 
@@ -122,10 +130,10 @@ def test_per_sample_norms_build_with_an_affine_pair_per_channel_and_no_running_s
 @pytest.mark.parametrize(
     "conv, message",
     [
-        (dict(out=8, post=("bn", "in")), "more than one norm"),
-        (dict(out=8, post=("gn",), norm_groups=3), "multiple of 'norm_groups'"),
-        (dict(out=8, post=("in",), norm_groups=2), "only used by a \"gn\""),
-        (dict(out=8, post=("gn",), norm_groups=0), "'norm_groups' must be an integer"),
+        ({"out": 8, "post": ("bn", "in")}, "more than one norm"),
+        ({"out": 8, "post": ("gn",), "norm_groups": 3}, "multiple of 'norm_groups'"),
+        ({"out": 8, "post": ("in",), "norm_groups": 2}, "only used by a \"gn\""),
+        ({"out": 8, "post": ("gn",), "norm_groups": 0}, "'norm_groups' must be an integer"),
     ],
 )
 def test_norm_field_errors_are_clear(conv, message):

@@ -137,8 +137,8 @@ def test_small_budgets_also_sample_the_norm_and_shared_repeats_and_large_ones_ke
                 sample_choices(trial, budget)
             except Infeasible:
                 pass
-            for key in values:
-                values[key].add(trial.params.get(key))
+            for key, seen_values in values.items():
+                seen_values.add(trial.params.get(key))
             study.tell(trial, 0.0)
         return values
 
