@@ -2,7 +2,11 @@
 
 The search relies on :func:`count_params` to enforce the parameter budget before any
 network is built, so it must equal ``sum(p.numel() for p in build(spec).parameters())``
-for every valid spec (a property-based test pins this).
+for every valid spec (a property-based test pins this). A conv that shares an earlier
+conv's weights adds only its own norm's parameters: the shared weights count once.
+
+``analyse`` also bounds what a spec costs to run (activations per image, parameters), so a
+spec read from a file cannot exhaust memory before the first batch.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from dataclasses import dataclass
 
 from mnist_search.errors import SpecError
 from mnist_search.models.spec import GAP, INPUT_SHAPE, NUM_CLASSES, ArchSpec, Conv, Layer, MaxPool
+
+# Floats one image's forward pass holds (every layer's output): ~8 MB, a batch of 256 ~2 GB
+# before the backward pass. The project's networks hold under 50,000.
+MAX_ACTIVATIONS = 2_000_000
+MAX_PARAMS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,12 @@ class Analysis:
 
 
 def conv_params(layer: Conv, in_channels: int) -> int:
-    weights = layer.out * (in_channels // layer.groups) * layer.k * layer.k
-    bias = layer.out if layer.bias else 0
-    batchnorm = 2 * layer.out if "bn" in layer.post else 0
-    return weights + bias + batchnorm
+    """Parameters this layer adds: its weights and bias unless it shares them, plus its norm's
+    scale and shift (BatchNorm, InstanceNorm and GroupNorm all have two per channel)."""
+    weights = 0 if layer.share is not None else layer.out * (in_channels // layer.groups) * layer.k * layer.k
+    bias = layer.out if layer.bias and layer.share is None else 0
+    norm = 2 * layer.out if layer.norm else 0
+    return weights + bias + norm
 
 
 def count_params(spec: ArchSpec) -> int:
@@ -78,6 +89,8 @@ def analyse(spec: ArchSpec) -> Analysis:
     """Per-layer output shape, parameters and receptive field; raises SpecError for impossible nets."""
     channels, size = INPUT_SHAPE[0], INPUT_SHAPE[1]
     rf, jump = 1, 1
+    activations = params_so_far = 0
+    in_channels: dict[int, int] = {}  # input channels of each conv, for the layers sharing its weights
     infos: list[LayerInfo] = []
     for index, layer in enumerate(spec.layers):
         where = f"layer {index} ({_describe(layer)})"
@@ -87,6 +100,9 @@ def analyse(spec: ArchSpec) -> Analysis:
                 raise SpecError(
                     f"{where}: input channels ({channels}) must be a multiple of groups ({layer.groups})"
                 )
+            if layer.share is not None:
+                _check_same_weights(where, layer, channels, spec.layers[layer.share], in_channels[layer.share])
+            in_channels[index] = channels
             span = layer.dilation * (layer.k - 1) + 1
             if span > size + 2 * layer.pad:
                 raise SpecError(
@@ -95,6 +111,11 @@ def analyse(spec: ArchSpec) -> Analysis:
                 )
             params = conv_params(layer, channels)
             size = size + 2 * layer.pad - span + 1
+            if size == 1 and (layer.norm == "in" or (layer.norm == "gn" and layer.norm_groups == layer.out)):
+                raise SpecError(
+                    f"{where}: a per-sample norm over a single value per group outputs a constant; "
+                    f"use bn on a 1x1 map, or fewer norm_groups"
+                )
             rf += (span - 1) * jump
             channels = layer.out
         elif isinstance(layer, MaxPool):
@@ -106,6 +127,13 @@ def analyse(spec: ArchSpec) -> Analysis:
         elif isinstance(layer, GAP):
             rf += (size - 1) * jump
             size = 1
+        activations += channels * size * size
+        params_so_far += params
+        if activations > MAX_ACTIVATIONS:
+            raise SpecError(f"{where}: the network holds over {MAX_ACTIVATIONS:,} activations per image; "
+                            f"use fewer or narrower layers, or pool earlier")
+        if params_so_far > MAX_PARAMS:
+            raise SpecError(f"{where}: the network has over {MAX_PARAMS:,} parameters; use fewer or narrower layers")
         infos.append(LayerInfo(index, _describe(layer), (channels, size, size), params, rf, jump))
     if (channels, size) != (NUM_CLASSES, 1):
         raise SpecError(
@@ -113,6 +141,18 @@ def analyse(spec: ArchSpec) -> Analysis:
             f"(one logit per digit): end with a conv of {NUM_CLASSES} outputs and a gap layer"
         )
     return Analysis(tuple(infos))
+
+
+def _check_same_weights(where: str, layer: Conv, channels: int, owner: Layer, owner_channels: int) -> None:
+    assert isinstance(owner, Conv)  # ArchSpec refuses a share of anything else
+    mine = (channels, layer.out, layer.k, layer.groups, layer.bias)
+    theirs = (owner_channels, owner.out, owner.k, owner.groups, owner.bias)
+    if mine != theirs:
+        def shape(s: tuple) -> str:
+            return f"{s[0]}->{s[1]} k{s[2]} groups {s[3]}{' +bias' if s[4] else ''}"
+
+        raise SpecError(f"{where}: shares the weights of layer {layer.share} but its conv is {shape(mine)}, "
+                        f"layer {layer.share}'s is {shape(theirs)}; shared weights need the same shape")
 
 
 def validate(spec: ArchSpec) -> None:
@@ -131,8 +171,10 @@ def _describe(layer: Layer) -> str:
             text += f" g{layer.groups}"
         if layer.bias:
             text += " +bias"
+        if layer.share is not None:
+            text += f" shares{layer.share}"
         if layer.post:
-            text += " " + "-".join(layer.post)
+            text += " " + "-".join(f"gn{layer.norm_groups}" if op == "gn" else op for op in layer.post)
         if layer.dropout:
             text += f" drop{layer.dropout:g}"
         return text

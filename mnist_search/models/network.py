@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mnist_search.models.analysis import validate
@@ -39,30 +40,63 @@ class SeededDropout(nn.Dropout):
 
 
 class ConvBlock(nn.Module):
-    """Conv, then BatchNorm/ReLU in the spec's order, then dropout."""
+    """Conv, then its norm and ReLU in the spec's order, then dropout.
 
-    def __init__(self, layer: Conv, in_channels: int) -> None:
+    BatchNorm is the submodule ``bn`` (the name saved weights have always used), InstanceNorm
+    and GroupNorm the submodule ``norm``. A block that shares an earlier block's conv (the
+    ``shared`` argument) has no ``conv`` submodule of its own: it holds that conv in a tuple,
+    which nn.Module does not register, so the shared weights appear once in ``parameters()``
+    and ``state_dict()`` (under the owner's name) while ``deepcopy`` and ``.to()`` still
+    keep both blocks on the same tensors.
+    """
+
+    def __init__(self, layer: Conv, in_channels: int, shared: nn.Conv2d | None = None) -> None:
         super().__init__()
         self.order = layer.post
-        self.conv = nn.Conv2d(
-            in_channels,
-            layer.out,
-            layer.k,
-            padding=layer.pad,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            bias=layer.bias,
-        )
-        self.bn = nn.BatchNorm2d(layer.out) if "bn" in layer.post else None
+        if shared is None:
+            self.conv = nn.Conv2d(
+                in_channels,
+                layer.out,
+                layer.k,
+                padding=layer.pad,
+                dilation=layer.dilation,
+                groups=layer.groups,
+                bias=layer.bias,
+            )
+            self.shared: tuple[nn.Conv2d, ...] = ()
+        else:
+            self.conv = None
+            self.shared = (shared,)
+        self.padding, self.dilation = layer.pad, layer.dilation  # may differ from the shared conv's
+        self.bn = nn.BatchNorm2d(layer.out) if layer.norm == "bn" else None
+        self.norm = _per_sample_norm(layer)
         self.dropout = SeededDropout(layer.dropout) if layer.dropout > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        if self.conv is not None:
+            x = self.conv(x)
+        else:
+            shared = self.shared[0]
+            x = F.conv2d(x, shared.weight, shared.bias, padding=self.padding, dilation=self.dilation,
+                         groups=shared.groups)
         for op in self.order:
-            x = self.bn(x) if op == "bn" else torch.relu(x)
+            if op == "relu":
+                x = torch.relu(x)
+            else:
+                x = self.bn(x) if op == "bn" else self.norm(x)
         if self.dropout is not None:
             x = self.dropout(x)
         return x
+
+
+def _per_sample_norm(layer: Conv) -> nn.Module | None:
+    """InstanceNorm or GroupNorm, both with a learned scale and shift per channel and no
+    running statistics: training and evaluation normalise each image by its own statistics."""
+    if layer.norm == "in":
+        return nn.InstanceNorm2d(layer.out, affine=True)
+    if layer.norm == "gn":
+        return nn.GroupNorm(layer.norm_groups, layer.out)
+    return None
 
 
 class SpecNet(nn.Module):
@@ -74,7 +108,8 @@ class SpecNet(nn.Module):
         channels = INPUT_SHAPE[0]
         for layer in spec.layers:
             if isinstance(layer, Conv):
-                blocks.append(ConvBlock(layer, channels))
+                shared = blocks[layer.share].conv if layer.share is not None else None
+                blocks.append(ConvBlock(layer, channels, shared))
                 channels = layer.out
             elif isinstance(layer, MaxPool):
                 blocks.append(nn.MaxPool2d(layer.k))

@@ -1,7 +1,8 @@
 """The search space: an Optuna trial -> (ArchSpec, TrainConfig), always within the parameter budget.
 
 Structure is sampled directly (convs per block, padding, where the 1x1 squeeze goes,
-BatchNorm/ReLU order, head variant, dropout, full or depthwise-separable 3x3 convs);
+BatchNorm/ReLU order, head variant, dropout, full or depthwise-separable 3x3 convs, and at
+small budgets the kind of norm and a weight-shared conv repeated at the end);
 channel widths are sampled as *relative* widths and then scaled by the largest width unit
 that keeps the analytic parameter count within the budget. So every sample fits the budget
 by construction, and a sample is infeasible only when even the narrowest version of its
@@ -14,6 +15,7 @@ absolute widths it emits the flat spec. Tests use it to show every preset lies i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import optuna
@@ -26,7 +28,11 @@ MIN_WIDTH = 4
 MAX_UNIT = 64
 # Parameters the space gained after studies had been run with it, each with the value that
 # rebuilds what those older trials trained; warm start fills them in rather than sample them.
-LATER_PARAMS = {"ema": False, "separable": False}
+LATER_PARAMS = {"ema": False, "separable": False, "norm": "bn", "shared_repeats": 0}
+# Budgets at which the sampler also picks the norm and a repeated shared conv: the levers of
+# the best public networks under 2,000 parameters. Above it they stay at BatchNorm and no
+# repeats, so larger studies keep the space they were run with.
+SMALL_BUDGET = 5000
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,14 @@ class Choices:
     # Every 3x3 conv but the first as depthwise 3x3 + pointwise 1x1: about a ninth of a full
     # 3x3 conv's weights, so the budget buys wider layers; the DESIGN's lever for 5k and 2k.
     separable: bool = False
+    # The norm wherever the network has one but the head: "bn", or the per-sample "in"/"gn".
+    # GroupNorm's group count is the largest divisor of each conv's width that divides norm_groups.
+    norm: str = "bn"
+    norm_groups: int = 1
+    # Applications, after block 2, of ONE extra square 3x3 conv (separable if `separable`) at
+    # block 2's last width and padding (0: none): the first owns the weights, the others
+    # share them, each with its own norm. Depth and receptive field for a norm's parameters.
+    shared_repeats: int = 0
 
 
 class Infeasible(Exception):
@@ -56,15 +70,24 @@ class Infeasible(Exception):
 
 def spec_from_choices(c: Choices) -> ArchSpec:
     channels = 1  # input channels of the next conv
+    layers: list = []
 
-    def conv3x3(width: int, pad: int, post: tuple[str, ...]) -> list[Conv]:
+    def conv(width: int, k: int, post: tuple[str, ...], **fields) -> Conv:
+        """A conv with the chosen norm in place of "bn" in ``post``."""
+        post = tuple(c.norm if op == "bn" else op for op in post)
+        if c.norm == "gn" and "gn" in post:
+            fields["norm_groups"] = math.gcd(width, c.norm_groups)
+        return Conv(width, k=k, post=post, **fields)
+
+    def conv3x3(width: int, pad: int, post: tuple[str, ...], share: int | None = None) -> list[Conv]:
+        """A 3x3 conv (or its separable pair); ``share``: the index of the earlier one it repeats."""
         nonlocal channels
         if c.separable and channels > 1:
-            # BatchNorm but no ReLU between the two halves (Xception found a ReLU there hurts).
-            convs = [Conv(channels, k=3, pad=pad, groups=channels, post=("bn",)),
-                     Conv(width, k=1, post=post, dropout=c.dropout)]
+            # A norm but no ReLU between the two halves (Xception found a ReLU there hurts).
+            convs = [conv(channels, 3, ("bn",), pad=pad, groups=channels, share=share),
+                     conv(width, 1, post, dropout=c.dropout, share=None if share is None else share + 1)]
         else:
-            convs = [Conv(width, k=3, pad=pad, post=post, dropout=c.dropout)]
+            convs = [conv(width, 3, post, pad=pad, dropout=c.dropout, share=share)]
         channels = width
         return convs
 
@@ -80,11 +103,19 @@ def spec_from_choices(c: Choices) -> ArchSpec:
         if c.squeeze == "none":
             return []
         channels = c.squeeze_width
-        return [Conv(c.squeeze_width, k=1, post=c.squeeze_post, dropout=c.dropout)]
+        return [conv(c.squeeze_width, 1, c.squeeze_post, dropout=c.dropout)]
 
-    layers: list = block(c.block1, c.pad1)
+    def repeats() -> list[Conv]:
+        convs: list[Conv] = []
+        owner = len(layers)
+        for i in range(c.shared_repeats):
+            convs += conv3x3(channels, c.pad2, c.order, share=None if i == 0 else owner)
+        return convs
+
+    layers += block(c.block1, c.pad1)
     layers += (squeeze() + [MaxPool(2)]) if c.squeeze == "before_pool" else ([MaxPool(2)] + squeeze())
     layers += block(c.block2, c.pad2)
+    layers += repeats()
     head_conv = Conv(10, k=1, post=c.head_post)
     layers += [head_conv, GAP()] if c.head == "conv_gap" else [GAP(), head_conv]
     return ArchSpec(tuple(layers))
@@ -112,6 +143,10 @@ def sample_choices(trial: optuna.Trial, max_params: int) -> Choices:
         head_post=("bn",) if trial.suggest_categorical("head_bn", [False, True]) else (),
         separable=trial.suggest_categorical("separable", [False, True]),
     )
+    if max_params <= SMALL_BUDGET:
+        norm = trial.suggest_categorical("norm", ["bn", "in", "gn"])
+        base = replace(base, norm=norm, norm_groups=trial.suggest_categorical("norm_groups", [2, 4]) if norm == "gn" else 1,
+                       shared_repeats=trial.suggest_int("shared_repeats", 0, 3))
 
     def at(unit: int) -> Choices:
         def width(relative: float) -> int:

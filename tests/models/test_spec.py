@@ -1,8 +1,9 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from mnist_search.errors import SpecError
@@ -20,12 +21,22 @@ def test_json_round_trip_keeps_every_field():
     }
 
 
+def test_sharing_and_group_norm_round_trip_and_are_written_only_when_used():
+    spec = ArchSpec((Conv(8, post=("gn", "relu"), norm_groups=4), Conv(8, pad=1, post=("in",)),
+                     Conv(8, pad=1, post=("in",), share=1), Conv(10, k=1, post=()), GAP()))
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    layers = json.loads(spec.to_json())["layers"]
+    assert layers[0]["norm_groups"] == 4 and layers[2]["share"] == 1
+    # a spec without the new fields serialises exactly as before they existed
+    assert "share" not in layers[1] and "norm_groups" not in layers[1] and "norm_groups" not in layers[3]
+
+
 @pytest.mark.parametrize(
     "layers, message",
     [
         ([{"op": "dense", "out": 10}], "unknown op 'dense'"),
-        ([{"op": "conv", "out": 0}], "conv 'out' must be an integer >= 1"),
-        ([{"op": "conv", "out": -3}], "conv 'out' must be an integer >= 1"),
+        ([{"op": "conv", "out": 0}], "conv 'out' must be an integer from 1 to 1024"),
+        ([{"op": "conv", "out": -3}], "conv 'out' must be an integer from 1 to 1024"),
         ([{"op": "conv", "out": 10, "post": ["tanh"]}], "unknown post op 'tanh'"),
         ([{"op": "conv", "out": 10, "dropout": 1.5}], "dropout"),
         ([{"op": "conv", "out": 10, "kernel": 3}], "unknown field 'kernel'"),
@@ -87,18 +98,19 @@ def test_presets_have_the_write_ups_parameter_counts(name, params):
     assert analyse(spec).receptive_field == 28
 
 
-# Random specs: a few conv/pool stages over the input, then a 10-way head.
-conv_layers = st.builds(
-    Conv,
-    out=st.integers(1, 12),
-    k=st.sampled_from([1, 3, 5]),
-    pad=st.integers(0, 2),
-    bias=st.booleans(),
-    post=st.sampled_from([(), ("relu",), ("bn",), ("relu", "bn"), ("bn", "relu")]),
-    dropout=st.sampled_from([0.0, 0.1]),
-    dilation=st.sampled_from([1, 2]),
-)
-body = st.lists(st.one_of(conv_layers, conv_layers, st.just(MaxPool(2))), min_size=1, max_size=6)
+# Random specs: a few conv/pool stages over the input, then a 10-way head; any norm kind, and
+# optionally a conv applied again with shared weights.
+@st.composite
+def conv_layers(draw, out=None):
+    out = out or draw(st.integers(1, 12))
+    post = draw(st.sampled_from([(), ("relu",), ("relu", "bn"), ("bn", "relu"), ("in", "relu"), ("gn",), ("relu", "gn")]))
+    norm_groups = draw(st.sampled_from([g for g in range(1, out + 1) if out % g == 0])) if "gn" in post else 1
+    return Conv(out=out, k=draw(st.sampled_from([1, 3, 5])), pad=draw(st.integers(0, 2)), bias=draw(st.booleans()),
+                post=post, dropout=draw(st.sampled_from([0.0, 0.1])), dilation=draw(st.sampled_from([1, 2])),
+                norm_groups=norm_groups)
+
+
+body = st.lists(st.one_of(conv_layers(), conv_layers(), st.just(MaxPool(2))), min_size=1, max_size=6)
 heads = st.sampled_from([
     (Conv(10, k=1, post=()), GAP()),
     (GAP(), Conv(10, k=1, post=())),
@@ -106,18 +118,30 @@ heads = st.sampled_from([
 ])
 
 
+def channels_after(layers):
+    return next((layer.out for layer in reversed(layers) if isinstance(layer, Conv)), 1)
+
+
 @settings(max_examples=150, deadline=None)
-@given(body=body, head=heads, depthwise=st.booleans())
-def test_count_params_equals_the_built_module_for_random_specs(body, head, depthwise):
+@given(body=body, head=heads, depthwise=st.booleans(), shared=st.one_of(st.none(), st.integers(0, 6)), data=st.data())
+def test_count_params_equals_the_built_module_for_random_specs(body, head, depthwise, shared, data):
     layers = list(body)
     if depthwise:  # a depthwise conv over whatever the body ends with
-        channels = next((l.out for l in reversed(layers) if isinstance(l, Conv)), 1)
+        channels = channels_after(layers)
         layers.append(Conv(channels * 2, k=3, pad=1, groups=channels))
+    if shared is not None:  # a square conv at some depth, then up to two more applications of its weights
+        at = min(shared, len(layers))
+        owner = data.draw(conv_layers(out=channels_after(layers[:at])))
+        again = [replace(data.draw(conv_layers(out=owner.out)), k=owner.k, bias=owner.bias, share=at)
+                 for _ in range(data.draw(st.integers(1, 2)))]
+        layers[at:at] = [owner, *again]
     spec = ArchSpec(tuple(layers) + head)
     try:
         analyse(spec)
     except SpecError:
         return  # geometrically impossible spec (e.g. collapsed map): nothing to build
+    event("shared weights" if shared is not None else "no sharing")
+    event("norms: " + ",".join(sorted({layer.norm or "-" for layer in spec.layers if isinstance(layer, Conv)})))
     model = build(spec)
     assert count_params(spec) == sum(p.numel() for p in model.parameters())
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -111,8 +111,10 @@ def test_a_separable_network_is_wider_at_the_same_budget_and_counts_its_paramete
     assert sum(p.numel() for p in build(spec).parameters()) == count_params(spec)
 
 
-def test_warm_start_rebuilds_trials_run_before_a_choice_existed():
-    """A trial from before ``separable`` and ``ema`` were in the space is queued as what it trained."""
+@pytest.mark.parametrize("budget", [8000, 2000])
+def test_warm_start_rebuilds_trials_run_before_a_choice_existed(budget):
+    """A trial from before ``separable``, ``ema``, ``norm`` and ``shared_repeats`` were in the
+    space is queued as what it trained."""
     asked = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4)).ask()
     sample_choices(asked, 8000)
     sample_config(asked, epochs=15, seed=0)
@@ -122,6 +124,78 @@ def test_warm_start_rebuilds_trials_run_before_a_choice_existed():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
     assert enqueue(study, "old", [source_trial]) == [source_trial.number]
     queued = study.ask()
-    choices = sample_choices(queued, 8000)
+    try:
+        choices = sample_choices(queued, budget)
+    except Infeasible:
+        pytest.skip("this structure does not fit the budget")
     assert not choices.separable and sample_config(queued, epochs=15, seed=0).ema_epochs == 0
-    assert choices == sample_choices(optuna.trial.FixedTrial({**old, "separable": False}), 8000)
+    assert choices.norm == "bn" and choices.shared_repeats == 0
+    old_space = {**old, "separable": False, "norm": "bn", "shared_repeats": 0}
+    assert choices == sample_choices(optuna.trial.FixedTrial(old_space), budget)
+
+
+def test_small_budgets_also_sample_the_norm_and_shared_repeats_and_large_ones_keep_their_space():
+    def seen(budget):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+        values = {"norm": set(), "shared_repeats": set(), "norm_groups": set()}
+        for _ in range(60):
+            trial = study.ask()
+            try:
+                sample_choices(trial, budget)
+            except Infeasible:
+                pass
+            for key, seen_values in values.items():
+                seen_values.add(trial.params.get(key))
+            study.tell(trial, 0.0)
+        return values
+
+    small = seen(2000)
+    assert small["norm"] == {"bn", "in", "gn"} and small["shared_repeats"] == {0, 1, 2, 3}
+    assert {2, 4} <= small["norm_groups"]
+    assert seen(8000) == {"norm": {None}, "shared_repeats": {None}, "norm_groups": {None}}
+
+
+def test_shared_repeats_apply_one_square_conv_again_with_its_own_norms():
+    plain = Choices(block1=(8,), block2=(12,), pad2=1, norm="in")
+    for separable, per_repeat in ((False, 1), (True, 2)):
+        base = spec_from_choices(replace(plain, separable=separable))
+        spec = spec_from_choices(replace(plain, separable=separable, shared_repeats=3))
+        added = spec.layers[len(base.layers) - 2:-2]  # before the head conv and GAP
+        assert len(added) == 3 * per_repeat
+        owners = added[:per_repeat]
+        assert all(layer.share is None for layer in owners)
+        owner_index = len(base.layers) - 2
+        assert [layer.share for layer in added[per_repeat:]] == [owner_index + i for i in range(per_repeat)] * 2
+        assert all(layer.norm == "in" for layer in added)
+        model = build(spec)
+        assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+        weights = 12 * 12 * 9 if not separable else 12 * 9 + 12 * 12  # full 3x3, or depthwise + pointwise
+        assert count_params(spec) - count_params(base) == weights + 3 * per_repeat * 2 * 12
+
+
+def test_the_norm_choice_replaces_batchnorm_everywhere_but_the_head():
+    choices = Choices(block1=(8, 12), block2=(12, 16), squeeze="after_pool", squeeze_width=6, separable=True,
+                      head="gap_conv", head_post=("bn",), norm="gn", norm_groups=4)
+    convs = [layer for layer in spec_from_choices(choices).layers if isinstance(layer, Conv)]
+    assert [conv.norm for conv in convs] == ["gn"] * (len(convs) - 1) + ["bn"]
+    assert [conv.norm_groups for conv in convs[:-1]] == [4, 4, 4, 2, 2, 4, 4, 4]  # gcd(width, 4); the squeeze's 6 -> 2
+    assert count_params(spec_from_choices(choices)) == sum(p.numel() for p in build(spec_from_choices(choices)).parameters())
+
+
+@pytest.mark.parametrize("budget", [1000, 2000])
+def test_samples_with_the_new_levers_fit_small_budgets_and_build(budget):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=budget + 1))
+    built = 0
+    for _ in range(40):
+        trial = study.ask()
+        try:
+            spec = spec_from_choices(sample_choices(trial, budget))
+        except Infeasible:
+            study.tell(trial, 0.0)
+            continue
+        assert count_params(spec) <= budget
+        if trial.params["shared_repeats"] or trial.params["norm"] != "bn":
+            assert sum(p.numel() for p in build(spec).parameters()) == count_params(spec)
+            built += 1
+        study.tell(trial, 0.0)
+    assert built >= 10

@@ -62,7 +62,8 @@ def test_seeded_cpu_runs_are_reproducible(data):
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=8, translate=0.05, seed=5)
     first = fit(build_seeded(SMALL, 5), config, data.train, data.val, device="cpu").history
     second = fit(build_seeded(SMALL, 5), config, data.train, data.val, device="cpu").history
-    drop_time = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]
+    def drop_time(h):
+        return [{k: v for k, v in m.items() if k != "seconds"} for m in h]
     assert drop_time(first) == drop_time(second)
     other = fit(build_seeded(SMALL, 6), config.replace(seed=6), data.train, data.val, device="cpu").history
     assert drop_time(other) != drop_time(first)
@@ -131,7 +132,8 @@ def test_compiled_dropout_is_one_graph_drawn_from_the_runs_own_generator(data):
     assert torch.equal(torch.rand(3), expected)  # training drew nothing from the default generator
     assert len(noise_seen) == len(data.train) // 64 and not torch.equal(noise_seen[0], noise_seen[1])  # fresh each step
     assert all(module.noise is None for module in first_model.modules() if hasattr(module, "noise"))
-    drop_time = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]
+    def drop_time(h):
+        return [{k: v for k, v in m.items() if k != "seconds"} for m in h]
     assert drop_time(train(build_seeded(spec, 0)).history) == drop_time(first)  # seeded compiled runs repeat
     half = len(noise_seen) // 2
     assert all(torch.equal(a, b) for a, b in zip(noise_seen[:half], noise_seen[half:], strict=True))
@@ -150,7 +152,8 @@ def test_dropout_draws_from_the_runs_own_generator(data):
     first = fit(first_model, config, data.train, data.val, device="cpu").history
     assert torch.equal(torch.rand(3), expected)  # training drew nothing from the default generator
     second = fit(build_seeded(spec, 4), config, data.train, data.val, device="cpu").history
-    drop_time = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]
+    def drop_time(h):
+        return [{k: v for k, v in m.items() if k != "seconds"} for m in h]
     assert drop_time(first) == drop_time(second)
     model = build_seeded(spec, 4)
     dropout = model.blocks[0].dropout

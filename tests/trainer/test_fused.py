@@ -8,9 +8,8 @@ import torch
 from mnist_search.errors import ConfigError, SpecError
 from mnist_search.models import GAP, ArchSpec, Conv, MaxPool, build
 from mnist_search.models.weights import load_weights, save_weights
-from mnist_search.trainer import TrainConfig, build_seeded, fit, fit_seeds, load_mnist, to_device
+from mnist_search.trainer import TrainConfig, build_seeded, fit, fit_seeds, fusion, load_mnist, to_device
 from mnist_search.trainer import fused as fused_module
-from mnist_search.trainer import fusion
 from mnist_search.trainer.fusion import FusedNet, _fused_conv, fuse, unfuse
 
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))

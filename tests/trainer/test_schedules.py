@@ -72,7 +72,8 @@ def test_cosine_anneals_per_batch_to_zero():
 @pytest.mark.parametrize("scheduler", ["none", "step", "onecycle", "cosine"])
 def test_the_precomputed_schedule_is_what_stepping_the_scheduler_gives(scheduler):
     config = TrainConfig(epochs=5, lr=0.08, scheduler=scheduler, step_size=2, gamma=0.3)
-    flat = lambda epochs: [lr for epoch in epochs for lr in epoch]
+    def flat(epochs):
+        return [lr for epoch in epochs for lr in epoch]
     assert flat(trajectory(config, 7)) == pytest.approx(flat(live_trajectory(config, 7)), rel=1e-12)
 
 
