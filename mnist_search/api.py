@@ -1,7 +1,7 @@
 """The Python API: search, confirm and export, for notebooks and scripts.
 
 The same library calls the command line makes, with the same progress; nothing here exits the
-process or installs signal handlers, so each function can be called again in the same session.
+process or installs signal handlers, so each function can be called again in the same process.
 Heavy modules (torch, Optuna) are imported when a function is called, not when this is imported.
 """
 

@@ -60,7 +60,7 @@ _SEED001_ASSUMPTIONS = (
 
 
 def _seed002() -> ArchSpec:
-    """seed002 (EVA8 session 4, 3rd attempt): conv -> BN -> dropout 2.9% -> ReLU, 1x1 squeeze, GAP then 1x1."""
+    """seed002 (EVA8 course, lesson 4, 3rd attempt): conv -> BN -> dropout 2.9% -> ReLU, 1x1 squeeze, GAP then 1x1."""
 
     def conv(out: int, k: int = 3) -> Conv:
         return Conv(out=out, k=k, post=("bn", "relu"), dropout=0.029)
@@ -78,7 +78,7 @@ def _seed002() -> ArchSpec:
 
 
 def _seed003() -> ArchSpec:
-    """seed003 Code-7/8 (ERA session 7, F8.ipynb): BN everywhere, ReLU only where the notebook applies it."""
+    """seed003 Code-7/8 (ERA course, lesson 7, F8.ipynb): BN everywhere, ReLU only where the notebook applies it."""
     bn_relu, bn_only = ("bn", "relu"), ("bn",)
     return ArchSpec(
         (
@@ -127,7 +127,7 @@ PRESETS: dict[str, Preset] = {
             },
             source="seed002 (002_716df97f743fed76.txt) 3rd attempt",
             reported_params=7684,
-            # Per-epoch figures from the attempt's notebook (EVA8 session_4, 3rd attempt).
+            # Per-epoch figures from the attempt's notebook (EVA8 course notebook for lesson 4, 3rd attempt).
             reported_test_acc=(97.92, 98.80, 98.96, 99.07, 99.09, 99.30, 99.07, 99.18, 99.22, 99.48,
                                99.33, 99.36, 99.34, 99.40, 99.42),
         ),
@@ -144,7 +144,7 @@ PRESETS: dict[str, Preset] = {
             },
             source="seed003 (003_47b70a4ee507cc9f.txt) Code-8",
             reported_params=7884,
-            # Per-epoch figures from the Code-8 notebook (ERA Session7 F8.ipynb).
+            # Per-epoch figures from the Code-8 notebook (ERA course notebook for lesson 7, F8.ipynb).
             reported_test_acc=(97.78, 98.59, 98.92, 98.81, 98.91, 99.06, 99.19, 99.22, 99.16, 99.44,
                                99.38, 99.36, 99.43, 99.43, 99.44),
             assumptions=(

@@ -5,7 +5,7 @@ transaction is not atomic. Optuna hands out a queued (warm-start or retried) tri
 that way: it reads that the trial is WAITING, then marks it RUNNING. Two threads of
 ``run --jobs K`` (or two workers) can both read WAITING and both train the same trial; the
 second to finish then crashes the run with "Cannot tell a COMPLETE trial" (seen on the
-H100 with 8 jobs, session 9). PostgreSQL is safe: there Optuna reads the row FOR UPDATE.
+H100 with 8 jobs). PostgreSQL is safe: there Optuna reads the row FOR UPDATE.
 
 Beginning every transaction with BEGIN IMMEDIATE makes SQLite serialise them whole: the
 second thread waits (the driver's busy timeout), then reads RUNNING and takes another trial.

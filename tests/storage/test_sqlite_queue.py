@@ -1,7 +1,7 @@
 """A queued trial goes to exactly one of the threads asking for a trial at the same moment.
 
 Warm-start and retried trials wait in the study as WAITING; ``run --jobs 8`` on a SQLite
-file once handed warm-start trial #0 to two threads at once (H100, session 9), which then
+file once handed warm-start trial #0 to two threads at once (on an H100), which then
 crashed the run with "Cannot tell a COMPLETE trial". Real SQLite file, real threads.
 """
 

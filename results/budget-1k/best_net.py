@@ -1,0 +1,182 @@
+"""Net: the best network of mnist-search study 'levers-1k'
+
+Exported by mnist-search from study 'levers-1k' trial #0 (sqlite:///results/budget-1k/study.db).
+
+Parameters: 880
+Receptive field: 28
+Score (mean validation accuracy of the last epochs): 97.680%
+Minimum validation accuracy over those epochs: 97.63%
+Validation accuracy per epoch: 94.76, 94.20, 96.17, 95.98, 97.26, 97.22, 97.17, 97.45, 97.56, 97.62, 97.63, 97.64, 97.69, 97.74, 97.70
+Confirmed on the MNIST test set (1 seeds, trained on all 60,000 training images):
+  final test accuracy 98.27 +- 0.00%; last 5 epochs 98.23 +- 0.08%, minimum 98.09%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 95.47, 96.18, 97.55, 97.75, 97.74, 97.56, 98.08, 98.07, 98.07, 98.14, 98.23, 98.09, 98.24, 98.32, 98.27
+Weights (load_weights): confirmation seed 0, the median of 1 completed seeds, trained on all 60,000 training images; its final test accuracy is 98.27% (scored on the CPU).
+Training recipe (mnist_search TrainConfig):
+{
+    "epochs": 15,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "lr": 0.14262648872015432,
+    "momentum": 0.8223017363250852,
+    "nesterov": true,
+    "weight_decay": 1.806410264965772e-05,
+    "scheduler": "cosine",
+    "step_size": 6,
+    "gamma": 0.1,
+    "pct_start": 0.3,
+    "div_factor": 25.0,
+    "final_div_factor": 10000.0,
+    "rotation": 3.6480667346083724,
+    "translate": 0.0681800437280925,
+    "scale_min": 1.0,
+    "scale_max": 1.0,
+    "label_smoothing": 0.015503881719542315,
+    "ema_epochs": 0.0,
+    "seed": 0
+}
+
+Architecture (mnist_search ArchSpec):
+{"layers": [{"op": "conv", "out": 4, "k": 3, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 4, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 4}, {"op": "conv", "out": 6, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "maxpool", "k": 2}, {"op": "conv", "out": 4, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 4, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 4}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 10}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 10}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1}, {"op": "conv", "out": 10, "k": 3, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 10, "share": 9}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn", "relu"], "dropout": 0.02161892688451631, "dilation": 1, "groups": 1, "share": 10}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1, "pad": 0, "bias": false, "post": ["bn"], "dropout": 0.0, "dilation": 1, "groups": 1}]}
+"""
+
+import functools
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEAN = 0.1307
+STD = 0.3081
+# The weights written beside this module by `mnist-search export --weights`, relative to it
+# (None: exported without weights; pass a model loaded with load_weights to predict).
+WEIGHTS = 'best_net.safetensors'
+
+
+class ConvBlock(nn.Module):
+    """Conv, then its norm and ReLU in the given order, then dropout.
+
+    A block with ``share=N`` has no conv of its own: it applies block N's conv weights again
+    (linked by Net), so they are stored and counted once.
+    """
+
+    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0, norm_groups=1,
+                 share=None):
+        super().__init__()
+        self.order, self.share = tuple(order), share
+        self.padding, self.dilation, self.groups = pad, dilation, groups
+        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias) if share is None else None
+        self.shared = ()
+        self.bn = nn.BatchNorm2d(cout) if "bn" in self.order else None
+        self.norm = (nn.InstanceNorm2d(cout, affine=True) if "in" in self.order
+                     else nn.GroupNorm(norm_groups, cout) if "gn" in self.order else None)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x):
+        if self.conv is not None:
+            x = self.conv(x)
+        else:
+            conv = self.shared[0]
+            x = F.conv2d(x, conv.weight, conv.bias, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        for op in self.order:
+            x = torch.relu(x) if op == "relu" else self.bn(x) if op == "bn" else self.norm(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class Net(nn.Module):
+    """880 parameters, receptive field 28; input N x 1 x 28 x 28 normalised with MEAN and STD (see preprocess)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            ConvBlock(1, 4, 3, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 0: -> 4x26x26, RF 3, 44 params
+            ConvBlock(4, 4, 3, pad=0, dilation=1, groups=4, bias=False, order=('bn',), dropout=0.0),  # 1: -> 4x24x24, RF 5, 44 params
+            ConvBlock(4, 6, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 2: -> 6x24x24, RF 5, 36 params
+            nn.MaxPool2d(2),  # 3: -> 6x12x12, RF 6, 0 params
+            ConvBlock(6, 4, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 4: -> 4x12x12, RF 6, 32 params
+            ConvBlock(4, 4, 3, pad=0, dilation=1, groups=4, bias=False, order=('bn',), dropout=0.0),  # 5: -> 4x10x10, RF 10, 44 params
+            ConvBlock(4, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 6: -> 10x10x10, RF 10, 60 params
+            ConvBlock(10, 10, 3, pad=0, dilation=1, groups=10, bias=False, order=('bn',), dropout=0.0),  # 7: -> 10x8x8, RF 14, 110 params
+            ConvBlock(10, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 8: -> 10x8x8, RF 14, 120 params
+            ConvBlock(10, 10, 3, pad=0, dilation=1, groups=10, bias=False, order=('bn',), dropout=0.0),  # 9: -> 10x6x6, RF 18, 110 params
+            ConvBlock(10, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631),  # 10: -> 10x6x6, RF 18, 120 params
+            ConvBlock(10, 10, 3, pad=0, dilation=1, groups=10, bias=False, order=('bn',), dropout=0.0, share=9),  # 11: -> 10x4x4, RF 22, 20 params
+            ConvBlock(10, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn', 'relu'), dropout=0.02161892688451631, share=10),  # 12: -> 10x4x4, RF 22, 20 params
+            nn.AdaptiveAvgPool2d(1),  # 13: -> 10x1x1, RF 28, 0 params
+            ConvBlock(10, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 14: -> 10x1x1, RF 28, 120 params
+        )
+        for block in self.blocks:  # a block with share=N applies block N's conv
+            if isinstance(block, ConvBlock) and block.share is not None:
+                block.shared = (self.blocks[block.share].conv,)
+
+    def forward(self, x):
+        return self.blocks(x).flatten(1)  # N x 10 logits
+
+
+def preprocess(images):
+    """The normalised N x 1 x 28 x 28 float batch for ``images``.
+
+    ``images``: a tensor (or array) shaped 28x28 (one image), Nx28x28 or Nx1x28x28, either
+    uint8 pixels 0-255 or floats 0-1 (white digit on black, as in MNIST).
+    """
+    images = torch.as_tensor(images)
+    if images.dim() == 2:
+        images = images.unsqueeze(0)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected images shaped 28x28, Nx28x28 or Nx1x28x28, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    elif images.is_floating_point():
+        low, high = (images.min().item(), images.max().item()) if images.numel() else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float images must lie in [0, 1] (got {low:.3g} to {high:.3g}): pass uint8 0-255 "
+                             "pixels, or divide by 255; do not normalise them yourself")
+        images = images.float()
+    else:
+        raise ValueError(f"expected uint8 or float images, got {images.dtype}")
+    return (images - MEAN) / STD
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_model():
+    """``Net`` with the weights exported beside this module, loaded once."""
+    if WEIGHTS is None:
+        raise RuntimeError("this module was exported without weights: pass model=load_weights(PATH) to predict")
+    return load_weights(os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS))
+
+
+def predict(images, model=None):
+    """Class indices (0-9), one per image, for ``images`` as ``preprocess`` takes them.
+
+    ``model``: a ``Net`` with weights (default: the weights shipped beside this module). It is
+    put in evaluation mode, and nothing is differentiated.
+    """
+    model = (model if model is not None else shipped_model()).eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(preprocess(images).to(device)).argmax(1)
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+
+
+def load_weights(path, model=None):
+    """Load safetensors weights into ``model`` (a new Net by default) without unpickling anything."""
+    model = model if model is not None else Net()
+    with open(path, "rb") as f:
+        blob = f.read()
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    header.pop("__metadata__", None)
+    start = 8 + header_len
+    state = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(blob[start + begin : start + end])
+        tensor = torch.frombuffer(raw, dtype=_DTYPES[info["dtype"]]) if raw else torch.empty(0, dtype=_DTYPES[info["dtype"]])
+        state[name] = tensor.reshape(info["shape"])
+    model.load_state_dict(state)
+    return model.eval()
