@@ -150,9 +150,9 @@ def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
     """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
     done = records.completed(study)  # checked: a damaged or foreign record is one line here, not a traceback later
-    if done and all(r.spec is None for r in done):
+    if done and all(r.params is None for r in done):
         raise records.RecordError(f"study {study.study_name!r} was not made by mnist-search: its trials store no "
-                                  "network to report on")
+                                  "network size to report on")
     output.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(study)
     plots: dict[str, Figure | str] = {

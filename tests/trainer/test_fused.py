@@ -167,21 +167,16 @@ def test_compiled_seeds_train_as_their_own_compiled_fit_would(data):
 
 
 @dataclasses.dataclass(frozen=True)
-class SharedConv(Conv):
-    """A conv with a field the fused builder has not been taught."""
-
-    share: int = -1
-
-
-@dataclasses.dataclass(frozen=True)
 class Mystery:
     op = "mystery"
 
 
 def test_what_cannot_be_fused_is_refused_with_a_clear_error(data, monkeypatch):
-    assert isinstance(_fused_conv(SharedConv(8), 1, 2), torch.nn.Module)  # a new field left at its default is fine
+    assert isinstance(_fused_conv(Conv(8), 1, 2), torch.nn.Module)  # fields left at their defaults are fine
     with pytest.raises(SpecError, match="fused training does not support conv 'share'"):
-        _fused_conv(SharedConv(8, share=0), 1, 2)
+        _fused_conv(Conv(8, share=0), 1, 2)
+    with pytest.raises(SpecError, match=r"does not support the post op\(s\) \['in'\]"):
+        _fused_conv(Conv(8, post=("in", "relu")), 1, 2)
     with pytest.raises(SpecError, match="does not support the 'mystery' layer"):
         FusedNet(ArchSpec((Conv(8), Mystery(), Conv(10, k=1, post=()), GAP())), 2)
     with pytest.raises(ConfigError, match="at least one seed"):
