@@ -54,7 +54,7 @@ class SearchProgress:
 
     def epoch(self, number: int, seed: int, seeds: int, epoch: int, epochs: int, metrics: dict) -> None:
         """Trial ``number`` finished ``epoch`` of ``epochs`` for its seed ``seed`` (from 0) of ``seeds``."""
-        per_epoch = metrics.get("seconds", 0.0) / max(epoch, 1)  # the trainer reports seconds since it started
+        per_epoch = metrics.get("seconds", 0.0)  # the trainer reports each epoch's own seconds
         left = (epochs - epoch) + (seeds - 1 - seed) * epochs
         seed_text = f" seed {seed + 1}/{seeds}" if seeds > 1 else ""
         text = (f"#{number}{seed_text} epoch {epoch}/{epochs} val {metrics['eval_acc']:.2f}% "

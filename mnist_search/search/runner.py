@@ -51,6 +51,7 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     """
     check_study_name(where.study_name)
     device = resolve_device(settings.device)
+    settings = settings.replace(jobs=settings.jobs_for(device.type))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
     data = load_mnist(where.data_dir, val_size=settings.val_size)  # before the study: bad data writes nothing
     if settings.warm_start == where.study_name:
@@ -87,6 +88,7 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
 def join_search(settings: SearchSettings, where: Location, progress: SearchProgress | None = None) -> optuna.Study:
     """Run ``settings.trials`` trials of an existing study from this process (a worker on any machine)."""
     device = resolve_device(settings.device)
+    settings = settings.replace(jobs=settings.jobs_for(device.type))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
     data = load_mnist(where.data_dir, val_size=settings.val_size)
     study = load_existing(storage, where.study_name)
@@ -249,7 +251,7 @@ def fail_trials_of(study: optuna.Study, worker: str) -> list[int]:
 def work_share(payload: str) -> int:
     """A local worker process: run its share of the trials; returns how many ran."""
     job = json.loads(payload)
-    settings = SearchSettings.from_dict(job["settings"])
+    settings = SearchSettings.from_dict(job["settings"])  # jobs already resolved by the parent
     where = Location(**job["where"])
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
     data = load_mnist(where.data_dir, val_size=settings.val_size)

@@ -60,6 +60,8 @@ def test_resuming_with_settings_that_change_the_scores_is_refused_unless_mixing_
 def test_settings_check_themselves_and_name_the_setting():
     assert SearchSettings(epochs=2).last_k == 2 and SearchSettings().last_k == 5
     assert SearchSettings().replace(epochs=3).last_k == 3  # a default last_k follows the epochs
+    assert (SearchSettings().jobs_for("cuda"), SearchSettings().jobs_for("cpu"), SearchSettings(jobs=3).jobs_for("cuda")) \
+        == (8, 1, 3)  # jobs auto: the measured best on a GPU, one on the CPU
     assert SearchSettings(last_k=2).replace(epochs=3).last_k == 2  # a chosen one stays
     assert SearchSettings.from_json(SearchSettings(seed=4, timeout_minutes=1.5).to_json()) == SearchSettings(
         seed=4, timeout_minutes=1.5)
