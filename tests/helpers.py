@@ -2,17 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `mnist-search ARGS` in a new process, as a user does. ``env`` adds to the environment;
+    a value of None removes that variable."""
+    environment = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "mnist_search", *args], capture_output=True, text=True, timeout=240,
-        env={**os.environ, **(env or {})}, cwd=cwd,
+        env={k: v for k, v in environment.items() if v is not None}, cwd=cwd,
     )
+
+
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """Run `mnist-search ARGS` through its entry point in this process and collect what a process
+    would print: stdout, stderr, warnings and log records (Optuna's too).
+
+    For the many bad-input checks: a new interpreter spends seconds importing torch before it
+    reads its first flag, which made those checks most of the suite's time. Exit codes, messages
+    and tracebacks are the entry point's own, and each verb keeps its end-to-end tests in a real
+    process (`cli`)."""
+    import optuna
+
+    from mnist_search import cli as entry
+
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    to_stderr = logging.StreamHandler(err)
+    to_stderr.setLevel(logging.WARNING)
+    to_stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(to_stderr)
+    optuna.logging.disable_default_handler()  # it holds the real stderr: send its records to ours
+    optuna.logging.enable_propagation()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # what a new interpreter shows
+            for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", hidden)
+            try:
+                code = entry.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors, --help and --version
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        optuna.logging.disable_propagation()
+        optuna.logging.enable_default_handler()
+        logging.getLogger().removeHandler(to_stderr)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    for warning in caught:
+        err.write(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno))
+    return subprocess.CompletedProcess(["mnist-search", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import cli_in_process
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 EXPORTS = sorted(p.parent for p in RESULTS.rglob("evaluate.txt"))
@@ -25,8 +25,10 @@ EXPORTS = sorted(p.parent for p in RESULTS.rglob("evaluate.txt"))
 def test_a_committed_export_evaluates_to_its_stated_accuracy(export: Path, real_mnist: Path):
     stated = re.search(r"test accuracy ([\d.]+)%", (export / "evaluate.txt").read_text())
     assert stated, f"{export}/evaluate.txt states no accuracy"
-    result = cli("evaluate", str(export / "best_net.py"), "--weights", str(export / "best_net.safetensors"),
-                 "--data-dir", str(real_mnist), "--device", "cpu")
+    # In this process: the export is what is checked here; `evaluate` in a process of its own is
+    # checked end to end in test_study.py.
+    result = cli_in_process("evaluate", str(export / "best_net.py"), "--weights", str(export / "best_net.safetensors"),
+                            "--data-dir", str(real_mnist), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert f"test accuracy {stated[1]}%" in result.stdout
 

@@ -7,7 +7,7 @@ import torch
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-from tests.helpers import assert_user_error, cli
+from tests.helpers import assert_user_error, cli, cli_in_process
 
 
 @pytest.mark.parametrize("name, params", [("seed001-exp4", 7288), ("seed001-exp5", 7753), ("seed002", 7684), ("seed003", 7884)])
@@ -63,8 +63,8 @@ def test_train_writes_metrics_and_weights(tiny_mnist, tmp_path):
 
 def test_train_evaluates_on_test_with_all_training_images(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    result = cli("train", "--preset", "seed002", "--epochs", "1", "--eval", "test", "--data-dir", str(tiny_mnist), "--val-size", "100",
-                 "--out", str(out), "-q")
+    result = cli_in_process("train", "--preset", "seed002", "--epochs", "1", "--eval", "test", "--data-dir",
+                            str(tiny_mnist), "--val-size", "100", "--out", str(out), "-q")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["train_images"], metrics["eval_images"], metrics["evaluated_on"]) == (400, 100, "test")
@@ -72,24 +72,25 @@ def test_train_evaluates_on_test_with_all_training_images(tiny_mnist, tmp_path):
 
 def test_bad_train_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     data = ("--data-dir", str(tiny_mnist), "--val-size", "100")
+    # One check in a real process; the rest run the same entry point in this one (cli_in_process says why).
     assert_user_error(cli("train", "--preset", "nope", *data), "unknown preset")
-    assert_user_error(cli("train", "--preset", "seed002", "--epochs", "0", *data, "--out", str(tmp_path / "a")),
-                      "--epochs must be at least 1")
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--epochs", "0", *data, "--out",
+                                     str(tmp_path / "a")), "--epochs must be at least 1")
     (tmp_path / "bad.json").write_text('{"layers": [{"op": "pool"}]}')
-    assert_user_error(cli("train", "--spec", str(tmp_path / "bad.json"), *data), "unknown op 'pool'")
+    assert_user_error(cli_in_process("train", "--spec", str(tmp_path / "bad.json"), *data), "unknown op 'pool'")
     if not torch.cuda.is_available():
-        assert_user_error(cli("train", "--preset", "seed002", "--device", "cuda", *data), "no CUDA GPU")
+        assert_user_error(cli_in_process("train", "--preset", "seed002", "--device", "cuda", *data), "no CUDA GPU")
     empty = tmp_path / "nodata"
     empty.mkdir()
-    result = cli("train", "--preset", "seed002", "--data-dir", str(empty), "--out", str(tmp_path / "b"))
+    result = cli_in_process("train", "--preset", "seed002", "--data-dir", str(empty), "--out", str(tmp_path / "b"))
     assert_user_error(result, "--data-dir", "MNIST_SEARCH_DATA_DIR")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert_user_error(cli("train", "--preset", "seed002", *data, "--out", str(blocker / "sub")),
+    assert_user_error(cli_in_process("train", "--preset", "seed002", *data, "--out", str(blocker / "sub")),
                       "cannot write to output directory")
-    assert_user_error(cli("train", "--preset", "seed002", "--eval", "train", *data), "invalid choice")
-    assert_user_error(cli("train", "--preset", "seed002", "--data-dir", str(tiny_mnist), "--val-size", "0"),
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--eval", "train", *data), "invalid choice")
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--data-dir", str(tiny_mnist), "--val-size", "0"),
                       "--val-size must be at least 1 with --eval val")
-    assert_user_error(cli("train", "--preset", "seed002", "--seed", "-1", *data), "--seed must be 0 or more")
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--seed", "-1", *data), "--seed must be 0 or more")
     # A failed run leaves no empty output directory behind (bad data is found before it is made).
     assert not (tmp_path / "b").exists()

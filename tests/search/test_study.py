@@ -6,6 +6,7 @@ a real process shows: flags, exit codes, output, worker processes and the dashbo
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import torch
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-from tests.helpers import assert_user_error, cli
+from tests.helpers import assert_user_error, cli, cli_in_process
 from tests.waiting import wait_until_trial_trains
 
 SEARCH = ("--epochs", "2", "--last-k", "1", "--val-size", "100", "--seed", "3")
@@ -36,7 +37,7 @@ def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     assert "trial 3/3" in first.stdout and "next: mnist-search export" in first.stdout
     assert len(trial_states(url)) == 3
 
-    again = cli("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    again = cli_in_process("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert again.returncode == 0, again.stderr
     assert "3 trials so far" in again.stdout and len(trial_states(url)) == 5
 
@@ -63,7 +64,12 @@ def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     images = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(net(images), trained(images))
-    assert_user_error(cli("export", "--storage", url, "--output", str(tmp_path / "missing" / "x.py")), "does not exist")
+    evaluated = cli("evaluate", str(module), "--weights", str(weights), "--data-dir", str(tiny_mnist))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert re.fullmatch(r"best_net.py \+ best_net.safetensors: test accuracy \d+\.\d\d% on 100 images "
+                        rf"\({best.user_attrs['params']:,} parameters\)\n", evaluated.stdout), evaluated.stdout
+    assert_user_error(cli_in_process("export", "--storage", url, "--output", str(tmp_path / "missing" / "x.py")),
+                      "does not exist")
     report = cli("report", "--storage", url, "--output", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     for name in ("accuracy_vs_params.png", "epoch_curves.png", "optimization_history.png"):
@@ -84,7 +90,8 @@ def free_port() -> int:
 
 def test_dashboard_serves_the_study_over_http(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'dash.db'}"
-    assert cli("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH).returncode == 0
+    made = cli_in_process("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    assert made.returncode == 0, made.stderr
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mnist_search", "dashboard", "--storage", url, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -103,7 +110,7 @@ def test_dashboard_serves_the_study_over_http(tiny_mnist, tmp_path):
         assert len(detail["trials"]) == 1
         note = detail["trials"][0]["note"]["body"]
         assert "parameters, receptive field" in note and "| # | layer |" in note
-        busy = cli("dashboard", "--storage", url, "--port", str(port))
+        busy = cli_in_process("dashboard", "--storage", url, "--port", str(port))
         assert_user_error(busy, "choose another port")
     finally:
         server.terminate()
@@ -113,50 +120,58 @@ def test_dashboard_serves_the_study_over_http(tiny_mnist, tmp_path):
 def test_bad_search_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     data = ("--data-dir", str(tiny_mnist), "--val-size", "100")
     db = f"sqlite:///{tmp_path / 's.db'}"
+    # One check in a real process; the rest run the same entry point in this one (cli_in_process says why).
     assert_user_error(cli("run", "--trials", "0", "--storage", db, *data), "--trials must be at least 1")
-    assert_user_error(cli("run", "--trials", "-2", "--storage", db, *data), "--trials must be at least 1")
-    assert_user_error(cli("run", "--max-params", "50", "--storage", db, *data), "too small")
-    assert_user_error(cli("run", "--timeout", "0", "--storage", db, *data), "--timeout must be a positive")
-    assert_user_error(cli("run", "--seeds-per-trial", "0", "--storage", db, *data), "--seeds-per-trial must be")
-    assert_user_error(cli("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
+    assert_user_error(cli_in_process("run", "--trials", "-2", "--storage", db, *data), "--trials must be at least 1")
+    assert_user_error(cli_in_process("run", "--max-params", "50", "--storage", db, *data), "too small")
+    assert_user_error(cli_in_process("run", "--timeout", "0", "--storage", db, *data), "--timeout must be a positive")
+    assert_user_error(cli_in_process("run", "--seeds-per-trial", "0", "--storage", db, *data),
+                      "--seeds-per-trial must be")
+    assert_user_error(cli_in_process("run", "--storage", "mysql://x@y/z", *data), "unsupported storage")
     for in_memory in ("sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared&uri=true",
                       "sqlite:///file:m?mode=memory&uri=true"):
-        assert_user_error(cli("run", "--storage", in_memory, *data), "in-memory SQLite storage", "sqlite:///PATH.db")
-    assert_user_error(cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data),
-                      "cannot open storage", "***")
-    assert "hunter2" not in cli("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data).stderr
+        assert_user_error(cli_in_process("run", "--storage", in_memory, *data), "in-memory SQLite storage",
+                          "sqlite:///PATH.db")
+    with_password = ("run", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/none", *data)
+    assert_user_error(cli_in_process(*with_password), "cannot open storage", "***")
+    assert "hunter2" not in cli_in_process(*with_password).stderr
     # Commands that only read never create a store; in an existing one they name its studies.
-    assert_user_error(cli("worker", "--storage", db, "--study-name", "nope", *data), "no study store at")
-    assert_user_error(cli("export", "--storage", db, "--study-name", "nope"), "no study store at")
+    assert_user_error(cli_in_process("worker", "--storage", db, "--study-name", "nope", *data), "no study store at")
+    assert_user_error(cli_in_process("export", "--storage", db, "--study-name", "nope"), "no study store at")
     other = f"sqlite:///{tmp_path / 'other.db'}"
     optuna.create_study(storage=other, study_name="kept")
-    assert_user_error(cli("worker", "--storage", other, "--study-name", "nope", *data), "no study named 'nope'",
-                      "studies there: kept")
-    assert_user_error(cli("export", "--storage", other, "--study-name", "nope"), "no study named")
-    assert_user_error(cli("evaluate", str(tmp_path / "nope.py"), "--weights", str(tmp_path / "w")), "does not exist")
+    assert_user_error(cli_in_process("worker", "--storage", other, "--study-name", "nope", *data),
+                      "no study named 'nope'", "studies there: kept")
+    assert_user_error(cli_in_process("export", "--storage", other, "--study-name", "nope"), "no study named")
+    assert_user_error(cli_in_process("evaluate", str(tmp_path / "nope.py"), "--weights", str(tmp_path / "w")),
+                      "does not exist")
     stranger = tmp_path / "stranger.py"
     stranger.write_text("x = 1\n")
-    assert_user_error(cli("evaluate", str(stranger), "--weights", str(stranger)), "has no load_weights()")
-    assert_user_error(cli("evaluate", str(tmp_path), "--weights", str(stranger)), "is not a file")
+    assert_user_error(cli_in_process("evaluate", str(stranger), "--weights", str(stranger)), "has no load_weights()")
+    assert_user_error(cli_in_process("evaluate", str(tmp_path), "--weights", str(stranger)), "is not a file")
     weights_first = tmp_path / "w.safetensors"
     weights_first.write_bytes(b"\0" * 16)
-    assert_user_error(cli("evaluate", str(weights_first), "--weights", str(stranger)), "is not a Python module")
+    assert_user_error(cli_in_process("evaluate", str(weights_first), "--weights", str(stranger)),
+                      "is not a Python module")
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom')\n")
-    assert_user_error(cli("evaluate", str(broken), "--weights", str(stranger)), "RuntimeError: boom")
+    assert_user_error(cli_in_process("evaluate", str(broken), "--weights", str(stranger)), "RuntimeError: boom")
     # None of the bad inputs created a study or a trial.
     assert not (tmp_path / "s.db").exists() or optuna.get_all_study_summaries(db) == []
 
 
 def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'workers.db'}"
-    result = cli("run", "--trials", "4", "--workers", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    # Without a thread count of the caller's, the machine's cores are split between the workers (one
+    # thread per core each would oversubscribe them).
+    result = cli("run", "--trials", "4", "--workers", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH,
+                 env={"OMP_NUM_THREADS": None})
     assert result.returncode == 0, result.stderr
-    # The machine's cores are split between the workers (one thread per core each would oversubscribe them).
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert f"starting 2 worker processes (2, 2 trials, {threads} CPU thread{'s' if threads > 1 else ''} each)" in result.stdout
     # The workers were given the URL with their job, not on a command line; the hint names it once.
     assert result.stdout.count("next: mnist-search export --storage sqlite:///") == 1
+    assert "this run: 4 trials in" in result.stdout  # the workers' trials count as this run's
     trials = optuna.load_study(study_name="mnist-search", storage=url).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert {t.user_attrs["cpu_threads"] for t in trials} == {threads}

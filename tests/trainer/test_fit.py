@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 
@@ -98,7 +100,15 @@ def test_cuda_without_a_gpu_is_a_user_error():
     assert resolve_device("auto").type == "cpu"
 
 
-def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit(data):
+@pytest.fixture
+def dynamo_without_inductor(monkeypatch):
+    """For tests of what Dynamo does (graphs, breaks, recompiles), which does not depend on the
+    backend: AOTAutograd without Inductor's C++ builds compiles in seconds, not half a minute.
+    test_fused's compiled test trains through Inductor."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+
+
+def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit(data, dynamo_without_inductor):
     """A search worker compiles a new network per trial; with a limit of 1, the second would fall back to eager."""
     other = ArchSpec((Conv(4), MaxPool(2), Conv(6), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
     config = TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=0)
@@ -108,7 +118,7 @@ def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit
                        compile_model=True).status == "completed"
 
 
-def test_compiled_dropout_is_one_graph_drawn_from_the_runs_own_generator(data):
+def test_compiled_dropout_is_one_graph_drawn_from_the_runs_own_generator(data, dynamo_without_inductor):
     """Dropout's generator draw split the compiled graph at every block (12 blocks: past Dynamo's
     limit of 8, and slower than eager even within it); its noise is now drawn outside the graph."""
     layers = [Conv(4, dropout=0.05), *(Conv(4 + i, k=1, dropout=0.05) for i in range(10)), Conv(10, k=1, post=()), GAP()]
