@@ -34,7 +34,7 @@ def one_round(immediate: bool, threads: int, trials: int, epochs: int, directory
     if immediate:
         storage = open_storage(url)
     else:
-        with mock.patch("mnist_search.storage.urls.begin_immediate"):
+        with mock.patch("mnist_search.storage.resilient.begin_immediate"):
             storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name="bench", direction="maximize")
     for x in range(threads // 2):  # queued trials, as a warm start leaves them
