@@ -16,5 +16,5 @@ def store_files(url: str) -> tuple[Path, ...]:
         return ()
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return ()
-    database = Path(parsed.database).expanduser()
+    database = Path(parsed.database)  # as SQLite opens it: no ~ expansion
     return (database, *(database.with_name(database.name + suffix) for suffix in ("-journal", "-wal", "-shm")))

@@ -55,7 +55,9 @@ def _open(parsed: URL, shown: str, heartbeat_grace: int, create: bool) -> RDBSto
     else:
         path = Path(parsed.database).resolve()  # as SQLite opens it: no ~ expansion
         if not path.parent.is_dir():
-            raise StorageError(f"directory {path.parent} of the SQLite storage {shown} does not exist; create it first")
+            tilde = "; SQLite does not expand ~, so write the path out" if parsed.database.startswith("~") else ""
+            raise StorageError(f"directory {path.parent} of the SQLite storage {shown} does not exist; create it "
+                               f"first{tilde}")
         if not path.exists() and not create:
             raise StorageError(f"no study store at {path}; {RUN_FIRST}")
         tables = table_names(parsed, engine_kwargs) if path.exists() else set()

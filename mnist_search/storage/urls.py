@@ -118,6 +118,6 @@ def default_artifact_dir(url: str) -> Path:
     except (ArgumentError, ValueError):
         return Path("mnist-search-artifacts")
     if parsed.get_backend_name() == "sqlite" and parsed.database:
-        db = Path(parsed.database).expanduser()
+        db = Path(parsed.database)  # beside the file SQLite opens, which has no ~ expansion
         return db.with_name(db.stem + "-artifacts")
     return Path("mnist-search-artifacts")

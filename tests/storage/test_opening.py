@@ -14,6 +14,8 @@ import pytest
 
 from mnist_search.errors import StorageError
 from mnist_search.storage import open_storage
+from mnist_search.storage.files import store_files
+from mnist_search.storage.urls import default_artifact_dir
 
 OPTUNA_TABLE = "studies"
 
@@ -109,6 +111,16 @@ def test_a_missing_directory_is_named(tmp_path):
     with pytest.raises(StorageError, match=f"directory {missing} of the SQLite storage"):
         open_storage(f"sqlite:///{missing / 'study.db'}")
     assert not (tmp_path / "no").exists()
+
+
+def test_a_tilde_is_a_directory_name_to_sqlite_and_so_to_every_path_beside_the_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StorageError, match=r"directory .*/~ of the SQLite storage .*SQLite does not expand ~"):
+        open_storage("sqlite:///~/study.db")
+    # Export refuses to overwrite the store and its journals, and artifacts go beside it: the
+    # same file SQLite opens, not one in the home directory.
+    assert store_files("sqlite:///~/study.db")[0] == Path("~/study.db")
+    assert default_artifact_dir("sqlite:///~/study.db") == Path("~/study-artifacts")
 
 
 def test_a_copy_of_a_store_opens_like_the_original(tmp_path):
