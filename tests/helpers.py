@@ -25,12 +25,13 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subproc
 
 def cli_in_process(*args: str) -> subprocess.CompletedProcess:
     """Run `mnist-search ARGS` through its entry point in this process and collect what a process
-    would print: stdout, stderr, warnings and log records (Optuna's too).
+    would print to stdout and stderr: its own lines, warnings, log records and Optuna's log.
 
     For the many bad-input checks: a new interpreter spends seconds importing torch before it
-    reads its first flag, which made those checks most of the suite's time. Exit codes, messages
-    and tracebacks are the entry point's own, and each verb keeps its end-to-end tests in a real
-    process (`cli`)."""
+    reads its first flag, which made those checks most of the suite's time. Exit codes and
+    messages are the entry point's own; an unexpected exception propagates (failing the test)
+    instead of printing a traceback. Output written below Python, straight to file descriptor 2,
+    is not collected: each verb keeps its end-to-end tests in a real process (`cli`)."""
     import optuna
 
     from mnist_search import cli as entry
@@ -41,8 +42,12 @@ def cli_in_process(*args: str) -> subprocess.CompletedProcess:
     to_stderr.setLevel(logging.WARNING)
     to_stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(to_stderr)
-    optuna.logging.disable_default_handler()  # it holds the real stderr: send its records to ours
-    optuna.logging.enable_propagation()
+    # Optuna's handler holds the stderr of its import, and other tests change its verbosity:
+    # give it ours, at a new process's verbosity.
+    optuna_streams = [(h, h.setStream(err)) for h in logging.getLogger("optuna").handlers
+                      if isinstance(h, logging.StreamHandler)]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 warnings.catch_warnings(record=True) as caught:
@@ -54,8 +59,9 @@ def cli_in_process(*args: str) -> subprocess.CompletedProcess:
             except SystemExit as exc:  # argparse's usage errors, --help and --version
                 code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     finally:
-        optuna.logging.disable_propagation()
-        optuna.logging.enable_default_handler()
+        optuna.logging.set_verbosity(verbosity)
+        for handler, stream in optuna_streams:
+            handler.setStream(stream)
         logging.getLogger().removeHandler(to_stderr)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

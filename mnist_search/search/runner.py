@@ -230,7 +230,7 @@ def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, pro
         progress.line(f"worker {outcome.index + 1} (pid {outcome.pid}){holding} {reason}")
 
     outcomes = run_processes(work_share, payloads, threads, on_exit=ended)
-    progress.done += sum(o.result for o in outcomes if o.ok)  # the workers' trials are this run's
+    progress.done += sum(o.result or 0 for o in outcomes if o.ok)  # the workers' trials are this run's
     refused = next((o.error for o in outcomes if o.user_error), None)
     if refused:
         raise UserError(refused)
