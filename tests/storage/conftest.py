@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,16 @@ def shared_dir():
     yield path
     path.chmod(0o755)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def others_cannot_read(path: Path) -> Path | None:
+    """The first directory on the way to ``path`` that users other than its owner cannot enter or
+    read (a clone under `mktemp -d`, mode 700, hides its virtual environment), or None."""
+    for directory in (*reversed(path.parents), path):
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH or (directory == path and not mode & stat.S_IROTH):
+            return directory
+    return None
 
 
 def unprivileged(fn: Callable[[], str]) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import pickle
 import re
 import sqlite3
 import time
 import warnings
+from pathlib import Path
 
 import optuna
 import psycopg
@@ -22,7 +24,7 @@ from mnist_search.errors import StorageError
 from mnist_search.storage import MAX_STUDY_NAME_LENGTH, check_study_name, open_storage
 from mnist_search.storage.faults import database_error, is_transient
 from mnist_search.storage.resilient import RETRY_WINDOW_S, ResilientRDBStorage
-from tests.storage.conftest import pg_admin, unprivileged
+from tests.storage.conftest import others_cannot_read, pg_admin, unprivileged
 
 AT_ONCE_S = 2.0  # nothing was retried: ours waits up to 90 s, Optuna's own up to 5 x 2 s
 assert RETRY_WINDOW_S > 10 * AT_ONCE_S
@@ -46,6 +48,11 @@ def fails_at_once(call, match: str) -> str:
 
 
 def test_a_read_only_sqlite_file_reads_and_refuses_writes_at_once(shared_dir):
+    # Opening a store reads Optuna's schema scripts from disk, so the child must be able to reach them.
+    hidden = others_cannot_read(Path(optuna.__file__).parent / "storages" / "_rdb" / "alembic")
+    if os.geteuid() == 0 and hidden:
+        pytest.skip(f"user nobody cannot read the installed Optuna: {hidden} is private to its owner "
+                    "(a checkout under `mktemp -d`?); run from a directory others may enter")
     path = shared_dir / "study.db"
     storage = open_storage(f"sqlite:///{path}")
     study = optuna.create_study(storage=storage, study_name="kept")
