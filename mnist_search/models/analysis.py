@@ -30,6 +30,7 @@ class LayerInfo:
     params: int
     receptive_field: int  # side of the input square one output unit sees
     jump: int  # input pixels between neighbouring output units
+    macs: int = 0  # multiply-accumulates of this layer's forward pass for one image
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,23 @@ class Analysis:
     def out_shape(self) -> tuple[int, int, int]:
         return self.layers[-1].out_shape
 
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one image's forward pass (convolutions; a shared conv counts
+        once per application, as it runs once per application)."""
+        return sum(info.macs for info in self.layers)
+
+    @property
+    def training_flops(self) -> int:
+        """FLOPs of one image's training step: 2 per MAC forward, twice that backward (the
+        gradients of the input and of the weights), the usual 3x-forward count."""
+        return 6 * self.macs
+
     def to_dict(self) -> dict:
         return {
             "params": self.params,
             "receptive_field": self.receptive_field,
+            "macs": self.macs,
             "out_shape": list(self.out_shape),
             "layers": [
                 {
@@ -94,7 +108,7 @@ def analyse(spec: ArchSpec) -> Analysis:
     infos: list[LayerInfo] = []
     for index, layer in enumerate(spec.layers):
         where = f"layer {index} ({_describe(layer)})"
-        params = 0
+        params = macs = 0
         if isinstance(layer, Conv):
             if channels % layer.groups:
                 raise SpecError(
@@ -111,6 +125,7 @@ def analyse(spec: ArchSpec) -> Analysis:
                 )
             params = conv_params(layer, channels)
             size = size + 2 * layer.pad - span + 1
+            macs = layer.out * size * size * (channels // layer.groups) * layer.k * layer.k
             if size == 1 and (layer.norm == "in" or (layer.norm == "gn" and layer.norm_groups == layer.out)):
                 raise SpecError(
                     f"{where}: a per-sample norm over a single value per group outputs a constant; "
@@ -134,7 +149,7 @@ def analyse(spec: ArchSpec) -> Analysis:
                             f"use fewer or narrower layers, or pool earlier")
         if params_so_far > MAX_PARAMS:
             raise SpecError(f"{where}: the network has over {MAX_PARAMS:,} parameters; use fewer or narrower layers")
-        infos.append(LayerInfo(index, _describe(layer), (channels, size, size), params, rf, jump))
+        infos.append(LayerInfo(index, _describe(layer), (channels, size, size), params, rf, jump, macs))
     if (channels, size) != (NUM_CLASSES, 1):
         raise SpecError(
             f"the network ends in {channels}x{size}x{size} but must end in {NUM_CLASSES}x1x1 "
