@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,26 +21,62 @@ class SeededDropout(nn.Dropout):
     CUDA graph captured in one thread fails on another thread's draws from it (seen on the
     H100 with `run --jobs 8`), and seeded runs would depend on what other threads drew.
 
+    On the CPU the generator is a NumPy one (``numpy.random.Generator``): PyTorch's CPU
+    generator (Mersenne Twister, one thread) made dropout's masks a quarter of a 2k network's
+    training step, and NumPy's SFC64 draws them about 4x faster (bench/roofline.py,
+    BENCHMARKS.md). Its masks are 16-bit tickets: an element is kept when its ticket is at
+    least ``round(p * 65536)`` of 65,536, so the keep probability is p to within 1/131072.
+
     torch.compile cannot trace a draw from a generator object: the graph broke at every
     block, and compiled CPU training with dropout ran slower than eager (bench/cpu_epoch.py).
-    So for compiled training the trainer draws each step's uniform ``noise`` (this layer's
-    input shape) from the run's generator outside the graph, and the layer keeps the
-    elements whose noise is at least ``p``: the same Bernoulli(1 - p) mask, traced as plain
-    tensor ops.
+    So for compiled training the trainer draws each step's ``noise`` (this layer's input
+    shape: uniform floats, or tickets from a NumPy generator) outside the graph, and the layer
+    keeps the elements whose noise reaches the threshold: the same Bernoulli(1 - p) mask,
+    traced as plain tensor ops.
     """
 
-    generator: torch.Generator | None = None
+    generator: torch.Generator | np.random.Generator | None = None
     noise: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return super().forward(x)
         if self.noise is not None:
-            return x * (self.noise >= self.p) * (1 / (1 - self.p))
+            return x * (self.noise >= keep_threshold(self.p, self.noise.dtype)) * (1 / (1 - self.p))
         if self.generator is None:
             return super().forward(x)
-        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
-        return x * keep * (1 / (1 - self.p))
+        return x * keep_mask(x, self.p, self.generator) * (1 / (1 - self.p))
+
+
+TICKET_DTYPE = torch.int16
+TICKETS = 65536
+
+
+def keep_threshold(p: float, dtype: torch.dtype) -> float | int:
+    """The noise value from which an element is kept: p for uniform floats, else a ticket."""
+    return p if dtype.is_floating_point else round(p * TICKETS) - TICKETS // 2
+
+
+def draw_noise(shape: Sequence[int], generator: torch.Generator | np.random.Generator,
+               device: torch.device | str) -> torch.Tensor:
+    """Dropout noise of ``shape`` (contiguous) from ``generator``: 16-bit tickets from a NumPy
+    generator, uniform floats from a torch one."""
+    if isinstance(generator, np.random.Generator):
+        count = math.prod(shape)
+        tickets = generator.integers(-(TICKETS // 2), TICKETS // 2, size=count, dtype=np.int16)
+        return torch.from_numpy(tickets).view(*shape)
+    return torch.rand(tuple(shape), device=device, generator=generator)
+
+
+def keep_mask(x: torch.Tensor, p: float, generator: torch.Generator | np.random.Generator) -> torch.Tensor:
+    """A Bernoulli(1 - p) keep mask like ``x``, filled in the memory order ``empty_like(x)``
+    has (so a copy of a fused network, a slice of its channels, draws the masks that copy
+    alone draws in the same layout)."""
+    if isinstance(generator, np.random.Generator):
+        strides = torch.empty_like(x, dtype=TICKET_DTYPE).stride()  # dense, in x's memory format
+        noise = draw_noise((x.numel(),), generator, x.device).as_strided(x.shape, strides)
+        return noise >= keep_threshold(p, noise.dtype)
+    return torch.empty_like(x).bernoulli_(1 - p, generator=generator)
 
 
 class ConvBlock(nn.Module):

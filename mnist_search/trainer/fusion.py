@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from mnist_search.errors import SpecError
 from mnist_search.models.analysis import validate
-from mnist_search.models.network import ConvBlock, SeededDropout, SpecNet, build
+from mnist_search.models.network import ConvBlock, SeededDropout, SpecNet, build, keep_mask
 from mnist_search.models.spec import GAP, INPUT_SHAPE, ArchSpec, Conv, Layer, MaxPool
 
 # The conv fields the fused builder knows how to widen; a new field must be taught here
@@ -44,7 +45,7 @@ class FusedDropout(SeededDropout):
     def __init__(self, p: float, copies: int) -> None:
         super().__init__(p)
         self.copies = copies
-        self.generators: Sequence[torch.Generator] | None = None
+        self.generators: Sequence[torch.Generator | np.random.Generator] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or self.noise is not None or self.generators is None:
@@ -52,7 +53,7 @@ class FusedDropout(SeededDropout):
         # empty_like of a copy's channels takes x's memory layout, as SeededDropout's
         # empty_like(x) does: a mask is filled in memory order, so a copy draws the mask
         # its run alone draws in the same layout.
-        masks = [torch.empty_like(part).bernoulli_(1 - self.p, generator=generator)
+        masks = [keep_mask(part, self.p, generator)
                  for part, generator in zip(x.chunk(self.copies, dim=1), self.generators, strict=True)]
         return x * torch.cat(masks, dim=1) * (1 / (1 - self.p))
 

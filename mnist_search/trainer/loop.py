@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mnist_search.errors import ConfigError
-from mnist_search.models.network import SeededDropout
+from mnist_search.models.network import SeededDropout, draw_noise
 from mnist_search.models.spec import INPUT_SHAPE
 from mnist_search.trainer.augment import random_affine
 from mnist_search.trainer.averaging import WeightAverage, decay_for
@@ -162,9 +163,10 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
     train_x, train_y = to_device(train, device)
     eval_x, eval_y = to_device(evaluate_on, device)
     order_generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
-    # Augmentation and dropout draw from each run's own generator, never from the shared default one.
+    # Augmentation and dropout draw from each run's own generators, never from the shared default one.
     augment_generators = [torch.Generator(device=device).manual_seed(c.seed + 1) for c in configs]
-    _give_dropout_generators(model, augment_generators)
+    dropout_generators = _dropout_generators(configs, device, augment_generators)
+    _give_dropout_generators(model, dropout_generators)
 
     # A compiled step recompiles for every new batch shape and a graph has one fixed shape,
     # so both drop the ragged last batch of each epoch (at most batch_size - 1 random images).
@@ -206,7 +208,7 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
         images = batches[0] if copies == 1 else torch.cat(batches, dim=1)
         labels = train_y[index].T  # batch x copies
         for dropout, shape in dropout_shapes.items():
-            dropout.noise = _draw_noise(shape, augment_generators, device)
+            dropout.noise = _draw_noise(shape, dropout_generators, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
             logits = step_model(images.contiguous(memory_format=memory_format)).reshape(len(labels), copies, -1)
             # Each copy's own batch mean, summed: each copy's gradient is the one it would get alone.
@@ -293,7 +295,7 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
     return results
 
 
-def _give_dropout_generators(model: nn.Module, generators: list[torch.Generator]) -> None:
+def _give_dropout_generators(model: nn.Module, generators: list) -> None:
     for module in model.modules():
         if isinstance(module, FusedDropout):
             module.generators = generators
@@ -303,12 +305,21 @@ def _give_dropout_generators(model: nn.Module, generators: list[torch.Generator]
             module.generator = generators[0]
 
 
-def _draw_noise(shape: torch.Size, generators: list[torch.Generator], device: torch.device) -> torch.Tensor:
+def _dropout_generators(configs: Sequence[TrainConfig], device: torch.device,
+                        augment_generators: list[torch.Generator]) -> list:
+    """Each run's dropout generator: on the CPU a NumPy SFC64 one of its own (SeededDropout says
+    why); on CUDA the run's augmentation generator, which a CUDA graph can replay."""
+    if device.type == "cpu":
+        return [np.random.Generator(np.random.SFC64(c.seed + 1)) for c in configs]
+    return augment_generators
+
+
+def _draw_noise(shape: torch.Size, generators: list, device: torch.device) -> torch.Tensor:
     """Dropout noise for a layer of input ``shape``: each copy's channels from its own generator."""
     if len(generators) == 1:
-        return torch.rand(shape, device=device, generator=generators[0])
+        return draw_noise(shape, generators[0], device)
     copy_shape = (shape[0], shape[1] // len(generators), *shape[2:])
-    return torch.cat([torch.rand(copy_shape, device=device, generator=g) for g in generators], dim=1)
+    return torch.cat([draw_noise(copy_shape, g, device) for g in generators], dim=1)
 
 
 @torch.no_grad()

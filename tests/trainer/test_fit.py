@@ -176,3 +176,28 @@ def test_dropout_draws_from_the_runs_own_generator(data):
     assert torch.equal(dropout(x), masked)  # the same generator state gives the same mask
     model.eval()
     assert torch.equal(model.blocks[0].dropout(x), x)
+
+
+def test_cpu_dropout_masks_come_from_a_numpy_generator_at_rate_p():
+    """On the CPU the run's dropout generator is NumPy's: its 16-bit tickets keep each element
+    with probability 1 - p (to 1/131072), the same generator state gives the same mask, and
+    the layer's output is the plain reference x * mask / (1 - p)."""
+    import numpy as np
+
+    from mnist_search.models.network import SeededDropout, keep_mask
+
+    x = torch.randn(400, 6, 10, 10)
+    for p in (0.02, 0.2, 0.5):
+        mask = keep_mask(x, p, np.random.Generator(np.random.SFC64(7)))
+        assert mask.shape == x.shape and mask.dtype == torch.bool
+        assert abs((~mask).float().mean().item() - p) < 0.01
+        assert torch.equal(mask, keep_mask(x, p, np.random.Generator(np.random.SFC64(7))))
+        assert not torch.equal(mask, keep_mask(x, p, np.random.Generator(np.random.SFC64(8))))
+        dropout = SeededDropout(p)
+        dropout.generator = np.random.Generator(np.random.SFC64(7))
+        assert torch.equal(dropout(x), x * mask * (1 / (1 - p)))
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    mask = keep_mask(channels_last, 0.2, np.random.Generator(np.random.SFC64(7)))
+    # drawn in memory order: the channels-last mask's bytes are the contiguous mask's draws
+    flat = keep_mask(torch.empty(x.numel()), 0.2, np.random.Generator(np.random.SFC64(7)))
+    assert torch.equal(mask.permute(0, 2, 3, 1).reshape(-1), flat)

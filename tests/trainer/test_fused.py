@@ -33,7 +33,9 @@ def assert_same_run(solo, fused_result, solo_model=None, fused_model=None):
     Not bitwise: the fused convolutions round differently, and where an image region is
     constant (the synthetic blobs, the fill of a rotation) max-pool windows and ReLUs meet
     exact ties that a one-ulp difference breaks the other way; over a few dozen steps that
-    grows to ~1e-5 in the weights. A wrong loss scale, batch or mask moves them by far more.
+    grows to ~1e-5 in the weights, and with zoom and rotation (more fill, more ties) on an
+    AVX-512 CPU to ~2e-3 in single weights, though under 1% of a tensor's norm. A wrong loss
+    scale, batch or mask moves them by tens of percent.
     """
     assert fused_result.status == solo.status and len(fused_result.history) == len(solo.history)
     for alone, together in zip(solo.history, fused_result.history, strict=True):
@@ -47,7 +49,8 @@ def assert_same_run(solo, fused_result, solo_model=None, fused_model=None):
     if solo_model is not None:
         for (name, alone), together in zip(solo_model.state_dict().items(), fused_model.state_dict().values(),
                                            strict=True):
-            assert torch.allclose(together.float(), alone.float(), atol=1e-3), name
+            together, alone = together.float(), alone.float()
+            assert (together - alone).norm() <= 1e-2 * alone.norm() + 1e-4, name
 
 
 @pytest.mark.parametrize("spec, changes, channels_last", [
