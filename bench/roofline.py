@@ -113,7 +113,6 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
     """One family's steady-state training images/s, as `run` trains it."""
     import torch
 
-    from mnist_search.models import analyse
     from mnist_search.trainer import build_seeded, fit, load_mnist, should_compile
     from mnist_search.trainer.data import Split
 
@@ -130,10 +129,8 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
     wall = time.perf_counter() - started
     seconds = [m["seconds"] for m in result.history]
     steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    analysis = analyse(spec)
     return {
-        "family": name, "params": analysis.params, "flops": analysis.training_flops, "batch": config.batch_size,
-        "compiled": compiled, "threads": torch.get_num_threads(), "images_per_s": train_images / steady,
+        "family": name, "batch": config.batch_size, "compiled": compiled, "threads": torch.get_num_threads(), "images_per_s": train_images / steady,
         "first_epoch_extra_s": seconds[0] - steady, "wall_s": wall, "status": result.status,
     }
 
@@ -154,6 +151,11 @@ def measure_in_processes(name: str, args: argparse.Namespace, src: Path) -> dict
     total = dict(results[0])
     total["images_per_s"] = sum(r["images_per_s"] for r in results)
     total["workers"] = args.workers
+    # counted by this checkout's analysis, so that a baseline checkout without it measures too
+    from mnist_search.models import analyse
+
+    analysis = analyse(family(name)[0])
+    total.update(params=analysis.params, flops=analysis.training_flops)
     return total
 
 
