@@ -109,7 +109,7 @@ def matmul_rate(device: str, size: int) -> float:
     return 2 * size**3 / statistics.median(times[2:]) / 1e9
 
 
-def measure(name: str, data_dir: str, device: str, train_images: int, epochs: int) -> dict:
+def measure(name: str, data_dir: str, device: str, train_images: int, epochs: int, compile_choice: str) -> dict:
     """One family's steady-state training images/s, as `run` trains it."""
     import torch
 
@@ -122,7 +122,7 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
     val_images = train_images // 5
     val = Split(data.val.images[:val_images], data.val.labels[:val_images])
     # the compile choice `run` makes for a 15-epoch trial on 50,000 images, not for this short run
-    compiled = should_compile("auto", config, len(data.train), device)
+    compiled = should_compile(compile_choice, config, len(data.train), device)
     model = build_seeded(spec, 0)
     started = time.perf_counter()
     result = fit(model, config.replace(epochs=epochs), train, val, device=device, compile_model=compiled)
@@ -144,7 +144,7 @@ def run_child(args: list[str], src: Path, threads: int | None) -> subprocess.Pop
 
 def measure_in_processes(name: str, args: argparse.Namespace, src: Path) -> dict:
     """``args.workers`` processes (one thread each when several) measuring at once; rates summed."""
-    child_args = [name, args.data_dir, args.device, str(args.train_images), str(args.epochs)]
+    child_args = [name, args.data_dir, args.device, str(args.train_images), str(args.epochs), args.compile]
     threads = 1 if args.workers > 1 else None
     children = [run_child(child_args, src, threads) for _ in range(args.workers)]
     results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
@@ -161,8 +161,8 @@ def measure_in_processes(name: str, args: argparse.Namespace, src: Path) -> dict
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        name, data_dir, device, train_images, epochs = sys.argv[2:]
-        print(json.dumps(measure(name, data_dir, device, int(train_images), int(epochs))))
+        name, data_dir, device, train_images, epochs, compile_choice = sys.argv[2:]
+        print(json.dumps(measure(name, data_dir, device, int(train_images), int(epochs), compile_choice)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the median is reported")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="the trainer's compile choice (auto: what `run` picks for a 15-epoch trial)")
     parser.add_argument("--baseline-src", type=Path, help="a checkout whose trainer is measured alongside")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args()
