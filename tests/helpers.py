@@ -80,7 +80,8 @@ def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> Non
 
 
 # A search small enough for a test: 2 epochs on the tiny synthetic data, judged on the last one.
-TINY_SEARCH = {"epochs": 2, "last_k": 1, "val_size": 100, "seed": 3}
+# One worker: by default a CPU run starts one per idle core, which depends on the test machine's load.
+TINY_SEARCH = {"epochs": 2, "last_k": 1, "val_size": 100, "seed": 3, "workers": 1}
 
 
 def search(url: str, data_dir, study_name: str = "mnist-search", artifacts=None, **settings):

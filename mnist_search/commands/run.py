@@ -43,10 +43,15 @@ SETTING_FLAGS: dict[str, tuple[str, dict]] = {
     "compile": ("--compile", {"choices": ("auto", "on", "off"),
                               "help": "torch.compile each trial's training step (auto: CPU trials of 2,000+ steps)"}),
     "val_size": ("--val-size", {"type": int, "help": "training images held out for validation (default 10,000)"}),
+    "train_images": ("--train-images", {"type": int, "metavar": "N",
+                                        "help": "train each trial on N of the training images (default: all 50,000 "
+                                                "not held out); quicker trials, lower scores, for a first look"}),
     "heartbeat_grace_s": ("--heartbeat-grace", {"type": int, "metavar": "SECONDS",
                                                 "help": "seconds without a heartbeat before a worker's trial is "
                                                         "failed and retried (default 120)"}),
-    "workers": ("--workers", {"type": int, "help": "local worker processes sharing the study (default 1)"}),
+    "workers": ("--workers", {"type": int, "help": "local worker processes sharing the study (default: on the CPU "
+                                                   "one single-threaded worker per idle core, at most one per trial; "
+                                                   "on a GPU 1)"}),
     "jobs": ("--jobs", {"type": _jobs, "help": "auto or N: trials trained at once in each process, each on its own "
                                                "CUDA stream (default auto: 8 on a CUDA GPU, the measured best on an "
                                                "H100; 1 on the CPU, where trials at once only share the cores)"}),

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_search.trainer import (
         TrainConfig,
         build_seeded,
+        cpu_threads_for_one_process,
         fit,
         load_mnist,
         resolve_device,
@@ -68,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
     out = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     train, evaluate_on = splits_for(data, args.eval)
     compile_model = should_compile(args.compile, config, len(train), str(device))
+    if device.type == "cpu":
+        import torch
+
+        threads, note = cpu_threads_for_one_process()
+        torch.set_num_threads(threads)
+        if note:
+            print(note)
 
     print(
         f"training {name} ({analysis.params:,} params, RF {analysis.receptive_field}) on {device} "

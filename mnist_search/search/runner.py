@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 
 from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
@@ -24,7 +25,13 @@ from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
 from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import check_study_name, default_artifact_dir, mask_password, open_storage
-from mnist_search.trainer import cpu_threads_per_process, load_mnist, resolve_device
+from mnist_search.trainer import (
+    cpu_threads_for_one_process,
+    cpu_threads_per_process,
+    free_cpu_cores,
+    load_mnist,
+    resolve_device,
+)
 
 WORKER_SLOTS = "worker_slots"  # study attribute: sampler seeds handed out so far (one per process)
 
@@ -51,9 +58,10 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     """
     check_study_name(where.study_name)
     device = resolve_device(settings.device)
-    settings = settings.replace(jobs=settings.jobs_for(device.type))
+    free = free_cpu_cores() if device.type == "cpu" and settings.workers is None else 1
+    settings = settings.replace(jobs=settings.jobs_for(device.type), workers=settings.workers_for(device.type, free))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
-    data = load_mnist(where.data_dir, val_size=settings.val_size)  # before the study: bad data writes nothing
+    data = load_search_data(where, settings)  # before the study: bad data writes nothing
     if settings.warm_start == where.study_name:
         raise UserError(f"warm_start names this study ({where.study_name!r}); name the study to copy from")
     # The study to copy from is checked first, so a typo creates no empty study.
@@ -73,11 +81,13 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
         f"study {study.study_name!r} in {mask_password(where.storage_url)}: {existing} trials so far; running "
         f"{settings.trials} more on {device}{at_once} (budget {settings.max_params:,} params, {settings.epochs} epochs"
         + (f" x {settings.seeds_per_trial} seeds" if settings.seeds_per_trial > 1 else "")
+        + (f" on {settings.train_images:,} training images" if settings.train_images else "")
         + f", sampler {settings.sampler}, pruner {settings.pruner}); weights in {where.artifacts}")
     try:
         if settings.workers > 1:
             _fan_out(settings, where, study, progress)
         else:
+            _use_free_cores(device, progress)
             _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
                       parallel=settings.jobs > 1)
     finally:
@@ -90,7 +100,7 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
-    data = load_mnist(where.data_dir, val_size=settings.val_size)
+    data = load_search_data(where, settings)
     study = load_existing(storage, where.study_name)
     check_compatible(study, settings)
     check_artifacts_writable(where.artifacts)
@@ -98,12 +108,29 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
     progress.start(f"joining study {study.study_name!r} in {mask_password(where.storage_url)}: "
                    f"{settings.trials} trials on {device}")
     try:
+        _use_free_cores(device, progress)
         # Other workers may share the study: sample as if trials run side by side.
         _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
                   parallel=True)
     finally:
         progress.close()
     return study
+
+
+def load_search_data(where: Location, settings: SearchSettings):
+    """The MNIST splits a search trains and scores on."""
+    data = load_mnist(where.data_dir, val_size=settings.val_size)
+    return data.with_train_images(settings.train_images) if settings.train_images else data
+
+
+def _use_free_cores(device, progress: SearchProgress) -> None:
+    """One training process here: as many threads as there are idle cores, saying so when fewer."""
+    if device.type != "cpu":
+        return
+    threads, note = cpu_threads_for_one_process()
+    torch.set_num_threads(threads)
+    if note:
+        progress.line(note)
 
 
 def create_or_resume(storage, study_name: str, settings: SearchSettings) -> optuna.Study:
@@ -255,7 +282,7 @@ def work_share(payload: str) -> int:
     settings = SearchSettings.from_dict(job["settings"])  # jobs already resolved by the parent
     where = Location(**job["where"])
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
-    data = load_mnist(where.data_dir, val_size=settings.val_size)
+    data = load_search_data(where, settings)
     study = load_existing(storage, where.study_name)
     progress = SearchProgress(settings.trials, live=False, prefix=f"[worker {job['index'] + 1}] ")
     _optimize(study, settings, where, data, str(resolve_device(settings.device)), job["sampler_seed"], progress,

@@ -35,7 +35,8 @@ MNIST_TRAIN_IMAGES = 60_000
 # Settings that change what a trial's score means: a study's trials are comparable only when
 # these agree, so resuming a study with other values is refused unless mixing is allowed.
 # fuse_seeds too: it decides the steps at which the pruner compares trials of several seeds.
-SCORE_SETTINGS = ("epochs", "last_k", "max_params", "objective", "seeds_per_trial", "val_size", "fuse_seeds")
+SCORE_SETTINGS = ("epochs", "last_k", "max_params", "objective", "seeds_per_trial", "val_size", "fuse_seeds",
+                  "train_images")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ class SearchSettings:
         timeout_minutes: start no new trial after this many minutes (None: no limit).
         jobs: trials trained at once in each process, each on its own CUDA stream (None: the
             measured best for the device: 8 on a CUDA GPU, 1 on the CPU).
-        workers: local worker processes sharing the study.
+        workers: local worker processes sharing the study (None: on the CPU one single-threaded
+            worker per idle core, at most one per trial; on a GPU one process).
         device: 'auto' (CUDA when present), 'cpu' or 'cuda'.
         compile: 'auto', 'on' or 'off': torch.compile each trial's training step.
         val_size: training images held out for validation.
+        train_images: train each trial on this many of the training images not held out (None:
+            all of them); a quick first search trades score for time, and the study records it.
         heartbeat_grace_s: seconds without a heartbeat before a worker's trial counts as dead.
         warm_start: name of a study in the same storage whose best trials run first.
         warm_start_top: how many of its best trials to queue.
@@ -79,10 +83,11 @@ class SearchSettings:
     seed: int | None = None
     timeout_minutes: float | None = None
     jobs: int | None = None
-    workers: int = 1
+    workers: int | None = None
     device: str = "auto"
     compile: str = "auto"
     val_size: int = DEFAULT_VAL_SIZE
+    train_images: int | None = None
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
     warm_start: str | None = None
     warm_start_top: int = 3
@@ -108,12 +113,15 @@ class SearchSettings:
             (self.timeout_minutes is None or (math.isfinite(self.timeout_minutes) and self.timeout_minutes > 0),
              f"timeout_minutes must be a positive number of minutes, got {self.timeout_minutes}"),
             (self.jobs is None or 1 <= self.jobs <= MAX_JOBS, f"jobs must be between 1 and {MAX_JOBS}, got {self.jobs}"),
-            (1 <= self.workers <= 256, f"workers must be between 1 and 256, got {self.workers}"),
+            (self.workers is None or 1 <= self.workers <= 256, f"workers must be between 1 and 256, got {self.workers}"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"device must be auto, cpu or cuda, got {self.device!r}"),
             (self.compile in COMPILE_CHOICES, f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}"),
             (1 <= self.val_size < MNIST_TRAIN_IMAGES,
              f"val_size must be between 1 and {MNIST_TRAIN_IMAGES - 1:,} (the search scores on it), got {self.val_size}"),
+            (self.train_images is None or 1 <= self.train_images <= MNIST_TRAIN_IMAGES - self.val_size,
+             f"train_images must be between 1 and the {MNIST_TRAIN_IMAGES - self.val_size:,} training images not "
+             f"held out, got {self.train_images}"),
             (self.heartbeat_grace_s >= 4, f"heartbeat_grace_s must be at least 4 seconds, got {self.heartbeat_grace_s}"),
             (self.warm_start_top >= 1, f"warm_start_top must be at least 1, got {self.warm_start_top}"),
             (self.warm_start is None or self.warm_start.strip() != "", "warm_start must name a study"),
@@ -131,6 +139,17 @@ class SearchSettings:
         if self.jobs is not None:
             return self.jobs
         return AUTO_JOBS_CUDA if device_type == "cuda" else 1
+
+    def workers_for(self, device_type: str, free_cores: int) -> int:
+        """Worker processes on ``device_type``: ``workers``, else the measured best there.
+
+        On the CPU one single-threaded worker per idle core: two such workers on a 2-core CPU
+        trained 1.3-1.5x the trials per hour of one two-threaded process (BENCHMARKS.md). On
+        a GPU one process, whose ``jobs`` share it on streams.
+        """
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(free_cores, self.trials)) if device_type == "cpu" else 1
 
     @property
     def pareto(self) -> bool:

@@ -4,10 +4,18 @@ from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNISTData, Split, load_mnist, resolve_data_dir
 from mnist_search.trainer.fused import SeedFit, fit_seeds
 from mnist_search.trainer.loop import FitResult, evaluate, fit, resolve_device, to_device
-from mnist_search.trainer.setup import build_seeded, cpu_threads_per_process, should_compile, splits_for
+from mnist_search.trainer.setup import (
+    build_seeded,
+    cpu_threads_for_one_process,
+    cpu_threads_per_process,
+    free_cpu_cores,
+    should_compile,
+    splits_for,
+)
 
 __all__ = [
-    "FitResult", "MNISTData", "SeedFit", "Split", "TrainConfig", "build_seeded", "cpu_threads_per_process",
+    "FitResult", "MNISTData", "SeedFit", "Split", "TrainConfig", "build_seeded", "cpu_threads_for_one_process",
+    "cpu_threads_per_process", "free_cpu_cores",
     "evaluate", "fit", "fit_seeds", "load_mnist", "resolve_data_dir", "resolve_device", "should_compile", "splits_for",
     "to_device",
 ]

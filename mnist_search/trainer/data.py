@@ -48,6 +48,12 @@ class MNISTData:
     test: Split
     root: Path
 
+    def with_train_images(self, count: int) -> MNISTData:
+        """The same splits with ``count`` of the training images, drawn with a fixed seed (the
+        same subset for every trial); validation and test are left whole."""
+        keep = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(SPLIT_SEED))[:count]
+        return MNISTData(Split(self.train.images[keep], self.train.labels[keep]), self.val, self.test, self.root)
+
     def full_train(self) -> Split:
         """All training images (train + val), for final retraining and test-set evaluation."""
         return Split(torch.cat([self.train.images, self.val.images]), torch.cat([self.train.labels, self.val.labels]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import torch
 
@@ -20,6 +21,11 @@ COMPILE_MIN_STEPS = 2000
 _GLOBAL_RNG = threading.Lock()  # `run --jobs K` builds networks from several threads
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_threads_per_process(processes: int) -> int:
     """This machine's cores split between ``processes`` training processes, at least one each.
 
@@ -27,8 +33,49 @@ def cpu_threads_per_process(processes: int) -> int:
     would each run as many threads as it has cores and slow each other down (bench/workers.py:
     2 processes on a 2-core CPU train 4-5x faster with one thread each than with two).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // processes)
+    return max(1, cpu_cores() // processes)
+
+
+def free_cpu_cores(sample_s: float = 0.3) -> int:
+    """The cores not busy with other processes' work now, at least one (all of them where the
+    system does not say).
+
+    PyTorch's threads spin and wait for each other at every operation, so a two-thread
+    training beside one other busy process on two cores ran 2.8x slower than with one thread:
+    a process should start only as many threads (or single-threaded workers) as there are
+    idle cores. Measured from /proc/stat over ``sample_s`` while this process sleeps.
+    """
+    cores = cpu_cores()
+    try:
+        before = _cpu_times()
+        time.sleep(sample_s)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return cores
+    total = sum(after) - sum(before)
+    idle = (after[3] + after[4]) - (before[3] + before[4])  # idle and iowait
+    if total <= 0:
+        return cores
+    machine_cores = os.cpu_count() or cores
+    busy = round(machine_cores * (1 - idle / total))
+    return max(1, min(cores, machine_cores - busy))
+
+
+def _cpu_times() -> list[int]:
+    with open("/proc/stat") as stat:
+        return [int(value) for value in stat.readline().split()[1:8]]
+
+
+def cpu_threads_for_one_process() -> tuple[int, str | None]:
+    """Threads for a training process that has the machine to itself, and why when it gets
+    fewer than the cores: every free core, unless OMP_NUM_THREADS says otherwise."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), None
+    cores, free = cpu_cores(), free_cpu_cores()
+    if free >= cores:
+        return cores, None
+    return free, (f"{cores - free} of {cores} CPU cores are busy with other work: training with {free} "
+                  f"thread{'s' if free > 1 else ''} so as not to fight them (set OMP_NUM_THREADS to choose)")
 
 
 def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:

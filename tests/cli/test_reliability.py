@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import assert_user_error, cli, cli_in_process
 from tests.waiting import wait_until_trial_trains
 
-TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
+TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1", "--workers", "1")
 
 
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"),

@@ -410,3 +410,57 @@ def test_a_trial_with_fused_seeds_is_pruned_on_their_mean_per_epoch(tiny_mnist, 
     study.enqueue_trial(GOOD_RECIPE)
     study.optimize(Objective(**common), n_trials=1)
     assert outcome(study.trials[1]).startswith("pruned at epoch 1 (mean of 2 seeds)")
+
+
+def test_cpu_runs_default_to_one_single_threaded_worker_per_idle_core():
+    """workers=None: on the CPU one worker per idle core, never more than the trials; on a GPU
+    one process; an explicit count always wins."""
+    settings = SearchSettings(trials=5)
+    assert settings.workers is None
+    assert settings.workers_for("cpu", free_cores=2) == 2
+    assert settings.workers_for("cpu", free_cores=1) == 1
+    assert SearchSettings(trials=1).workers_for("cpu", free_cores=4) == 1
+    assert settings.workers_for("cuda", free_cores=16) == 1
+    assert settings.replace(workers=3).workers_for("cpu", free_cores=1) == 3
+    assert SearchSettings.from_json(settings.to_json()) == settings
+
+
+def test_busy_cores_are_not_counted_as_free(monkeypatch):
+    """free_cpu_cores reads /proc/stat: cores that other processes keep busy are not free, and
+    OMP_NUM_THREADS, when set, decides a single process's threads."""
+    from mnist_search.trainer import setup
+
+    monkeypatch.setattr(setup.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(setup, "cpu_cores", lambda: 4)
+    # user nice system idle iowait irq softirq: 100 ticks per core over the sample
+    samples = iter([[0, 0, 0, 0, 0, 0, 0], [200, 0, 0, 200, 0, 0, 0]])  # two of four cores busy
+    monkeypatch.setattr(setup, "_cpu_times", lambda: next(samples))
+    assert setup.free_cpu_cores(sample_s=0) == 2
+    samples = iter([[0] * 7, [400, 0, 0, 0, 0, 0, 0]])  # all busy: still one, or nothing would train
+    assert setup.free_cpu_cores(sample_s=0) == 1
+    samples = iter([[0] * 7, [0, 0, 0, 400, 0, 0, 0]])
+    assert setup.free_cpu_cores(sample_s=0) == 4
+    monkeypatch.setattr(setup, "free_cpu_cores", lambda: 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads, note = setup.cpu_threads_for_one_process()
+    assert threads == 1 and "3 of 4 CPU cores are busy" in note and "OMP_NUM_THREADS" in note
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert setup.cpu_threads_for_one_process()[1] is None
+
+
+def test_train_images_trains_each_trial_on_a_fixed_subset_and_is_recorded(tiny_mnist, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study, shown = search(url, tiny_mnist, trials=1, train_images=64, epochs=1)
+    assert "on 64 training images" in shown
+    assert study.user_attrs[records.SETTINGS]["train_images"] == 64
+    trained = study.trials[0]
+    assert trained.state == optuna.trial.TrialState.COMPLETE
+    # a resume that trains on all the images would score on another scale: refused
+    with pytest.raises(UserError, match="train_images 64 -> None"):
+        search(url, tiny_mnist, trials=1, epochs=1)
+    with pytest.raises(ConfigError, match="train_images must be between 1 and"):
+        SearchSettings(train_images=60_000)
+    data = load_mnist(tiny_mnist, val_size=100, download=False)
+    first, again = data.with_train_images(64), data.with_train_images(64)
+    assert len(first.train) == 64 and torch.equal(first.train.images, again.train.images)
+    assert len(first.val) == len(data.val) and len(first.test) == len(data.test)

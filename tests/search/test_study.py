@@ -32,12 +32,12 @@ def trial_states(url: str, name: str = "mnist-search") -> list[str]:
 
 def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    first = cli("run", "--trials", "3", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    first = cli("run", "--workers", "1", "--trials", "3", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert first.returncode == 0, first.stderr
     assert "trial 3/3" in first.stdout and "next: mnist-search export" in first.stdout
     assert len(trial_states(url)) == 3
 
-    again = cli_in_process("run", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    again = cli_in_process("run", "--workers", "1", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert again.returncode == 0, again.stderr
     assert "3 trials so far" in again.stdout and len(trial_states(url)) == 5
 
@@ -90,7 +90,7 @@ def free_port() -> int:
 
 def test_dashboard_serves_the_study_over_http(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'dash.db'}"
-    made = cli_in_process("run", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
+    made = cli_in_process("run", "--workers", "1", "--trials", "1", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert made.returncode == 0, made.stderr
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mnist_search", "dashboard", "--storage", url, "--port", str(port)],

@@ -15,7 +15,7 @@ import pytest
 
 from tests.waiting import wait_until_trial_trains
 
-TINY = ("--val-size", "100", "--last-k", "1", "--seed", "2")
+TINY = ("--val-size", "100", "--last-k", "1", "--seed", "2", "--workers", "1")
 
 
 def pg_bin(name: str) -> str:
