@@ -13,7 +13,8 @@ median over the epochs after the first (which holds any compilation, reported se
 
 ``--baseline-src DIR`` also measures the trainer of another checkout (e.g. a ``git worktree``
 of an older commit) in the same run, round for round, and prints the ratio: the before/after.
-``--workers N`` runs N copies of each measurement at once, one thread each, and reports their
+``--beside-busy N`` measures beside N processes that keep a core busy each (someone else's
+work), as the trainer meets a shared machine. ``--workers N`` runs N copies of each measurement at once, one thread each, and reports their
 sum: the machine's rate when `run` trains one single-threaded trial per core.
 
     python bench/roofline.py --data-dir DATA [--device cpu] [--families all] [--rounds 2]
@@ -116,6 +117,13 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
     from mnist_search.trainer import build_seeded, fit, load_mnist, should_compile
     from mnist_search.trainer.data import Split
 
+    try:  # the thread choice `run` makes for a lone training process (absent in older checkouts)
+        from mnist_search.trainer import cpu_threads_for_one_process
+    except ImportError:
+        pass
+    else:
+        if device == "cpu":
+            torch.set_num_threads(cpu_threads_for_one_process()[0])
     spec, config = family(name)
     data = load_mnist(data_dir, val_size=10_000)
     train = Split(data.train.images[:train_images], data.train.labels[:train_images])
@@ -146,8 +154,15 @@ def measure_in_processes(name: str, args: argparse.Namespace, src: Path) -> dict
     """``args.workers`` processes (one thread each when several) measuring at once; rates summed."""
     child_args = [name, args.data_dir, args.device, str(args.train_images), str(args.epochs), args.compile]
     threads = 1 if args.workers > 1 else None
-    children = [run_child(child_args, src, threads) for _ in range(args.workers)]
-    results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.beside_busy)]
+    try:
+        children = [run_child(child_args, src, threads) for _ in range(args.workers)]
+        outputs = [child.communicate()[0] for child in children]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    results = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     total = dict(results[0])
     total["images_per_s"] = sum(r["images_per_s"] for r in results)
     total["workers"] = args.workers
@@ -172,6 +187,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the median is reported")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--beside-busy", type=int, default=0, metavar="N",
+                        help="measure beside N busy-looping processes (another user's work)")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="the trainer's compile choice (auto: what `run` picks for a 15-epoch trial)")
     parser.add_argument("--baseline-src", type=Path, help="a checkout whose trainer is measured alongside")
