@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema-epochs", type=float,
                         help="evaluate and keep an average of the weights over this many epochs (default: the "
                              "recipe's, off)")
+    parser.add_argument("--teacher", metavar="SPEC", help="distil from this network (a spec JSON file, as --spec "
+                                                          "reads), with --teacher-weights")
+    parser.add_argument("--teacher-weights", metavar="FILE", help="the teacher's weights (safetensors)")
+    parser.add_argument("--distill-weight", type=float,
+                        help="weight of the teacher's soft targets in the loss (default 0.5 with --teacher)")
+    parser.add_argument("--distill-temperature", type=float, help="softmax temperature of the soft targets (default 4)")
     options.add_device(parser)
     parser.add_argument("--eval", choices=("val", "test"), default="val",
                         help="val: train on 50k, score the held-out 10k (default); test: train on 60k, score the "
@@ -35,6 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE,
                         help=f"images held out of training for validation (default {DEFAULT_VAL_SIZE:,})")
     options.add_verbosity(parser)
+
+
+def _teacher(args: argparse.Namespace):
+    """The network to distil from, built from its spec file and loaded from its weights; None without one."""
+    if args.teacher is None and args.teacher_weights is None:
+        if args.distill_weight:
+            raise ConfigError("--distill-weight needs a network to distil from: give --teacher and --teacher-weights")
+        return None
+    if args.teacher is None or args.teacher_weights is None:
+        raise ConfigError("distillation needs both --teacher SPEC and --teacher-weights FILE")
+    from mnist_search.models import ArchSpec, build
+    from mnist_search.models.weights import load_weights
+
+    return load_weights(build(ArchSpec.from_file(args.teacher)), args.teacher_weights).eval()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if args.eval == "val" and args.val_size < 1:
         raise ConfigError(f"--val-size must be at least 1 with --eval val (it is what is scored), got {args.val_size}")
     recipe = TrainConfig.from_dict(preset.recipe) if preset else TrainConfig()
+    teacher = _teacher(args)
     config = recipe.replace(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                           ema_epochs=args.ema_epochs)
+                           ema_epochs=args.ema_epochs, distill_temperature=args.distill_temperature,
+                           distill_weight=args.distill_weight if args.distill_weight is not None
+                           else 0.5 if teacher is not None else None)
     device = resolve_device(args.device)
     data = load_mnist(args.data_dir, val_size=args.val_size)  # before the output directory: bad data leaves none
     out = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -101,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=on_batch,
-                     compile_model=compile_model)
+                     compile_model=compile_model, teacher=teacher)
     except BaseException:  # interrupted or crashed: leave no empty output directory behind
         bar.close()
         if not any(out.iterdir()):

@@ -32,6 +32,8 @@ class TrainConfig:
     scale_max: float = 1.0
     label_smoothing: float = 0.0
     ema_epochs: float = 0.0  # evaluate and keep an average of the weights over this many epochs (0: off)
+    distill_weight: float = 0.0  # weight of a teacher network's soft targets in the loss (0: off)
+    distill_temperature: float = 4.0  # softmax temperature of the soft targets
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -50,6 +52,9 @@ class TrainConfig:
             (0 <= self.translate < 0.5, f"translate must be in [0, 0.5), got {self.translate}"),
             (0 < self.scale_min <= self.scale_max, f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.distill_weight <= 1, f"distill_weight must be in [0, 1], got {self.distill_weight}"),
+            (0 < self.distill_temperature <= 100,
+             f"distill_temperature must be in (0, 100], got {self.distill_temperature}"),
             (0 <= self.ema_epochs <= self.epochs,
              f"ema_epochs must be 0 (off) to {self.epochs} epochs, got {self.ema_epochs}"),
         ]

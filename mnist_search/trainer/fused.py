@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mnist_search.errors import ConfigError
 from mnist_search.models import ArchSpec, SpecNet
@@ -45,6 +46,7 @@ def fit_seeds(
     cuda_graph: bool | None = None,
     channels_last: bool | None = None,
     bf16: bool = False,
+    teacher: nn.Module | None = None,
 ) -> list[SeedFit]:
     """Train one network of ``spec`` per seed, all at once, and return one ``SeedFit`` per seed, in order.
 
@@ -63,6 +65,6 @@ def fit_seeds(
     configs = [config.replace(seed=seed) for seed in seeds]
     fused = fuse(spec, [build_seeded(spec, seed) for seed in seeds])
     results = fit_copies(fused, configs, train, evaluate_on, device, on_epoch, on_batch, compile_model, cuda_graph,
-                         channels_last, bf16)
+                         channels_last, bf16, teacher)
     models = unfuse(spec, fused)
     return [SeedFit(seed, result, model) for seed, result, model in zip(seeds, results, models, strict=True)]

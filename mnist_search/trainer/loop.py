@@ -85,6 +85,7 @@ def fit(
     cuda_graph: bool | None = None,
     channels_last: bool | None = None,
     bf16: bool = False,
+    teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs, evaluating on ``evaluate_on`` after each.
 
@@ -96,10 +97,15 @@ def fit(
     CUDA) and all work runs on a stream of its own, so trials trained from several threads
     share the GPU. ``channels_last`` (default: only for compiled CPU training) and ``bf16``
     autocast are there to be measured (bench/search_gpu.py).
+
+    With ``config.distill_weight`` w > 0 the loss is (1 - w) x cross-entropy + w x T^2 x the
+    KL divergence from ``teacher``'s softened predictions (temperature T =
+    ``config.distill_temperature``, Hinton et al. 2015), the teacher scoring the same augmented
+    batch the network sees, in eval mode and without gradients.
     """
     report = None if on_epoch is None else lambda epoch, metrics: on_epoch(epoch, metrics[0])
     return fit_copies(model, [config], train, evaluate_on, device, report, on_batch, compile_model, cuda_graph,
-                      channels_last, bf16)[0]
+                      channels_last, bf16, teacher)[0]
 
 
 def fit_copies(
@@ -114,6 +120,7 @@ def fit_copies(
     cuda_graph: bool | None = None,
     channels_last: bool | None = None,
     bf16: bool = False,
+    teacher: nn.Module | None = None,
 ) -> list[FitResult]:
     """``fit`` for a network of K = ``len(configs)`` copies stacked on the channel axis (a
     plain network is one copy): ``model`` maps B x K x 28 x 28 images to B x (K*10) logits.
@@ -128,6 +135,8 @@ def fit_copies(
     """
     if not configs or any(c.replace(seed=configs[0].seed) != configs[0] for c in configs):
         raise ValueError("fit_copies needs at least one config, and the configs may differ only in their seed")
+    if configs[0].distill_weight > 0 and teacher is None:
+        raise ConfigError("distill_weight needs a teacher network to distil from")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
     if use_graph and device.type != "cuda":
@@ -149,7 +158,7 @@ def fit_copies(
             context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * modules)))
         try:
             return _fit(model, list(configs), train, evaluate_on, device, on_epoch, on_batch, compile_model,
-                        use_graph, channels_last, bf16)
+                        use_graph, channels_last, bf16, teacher if configs[0].distill_weight > 0 else None)
         finally:
             for module in model.modules():
                 if isinstance(module, SeededDropout):
@@ -157,9 +166,11 @@ def fit_copies(
 
 
 def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile_model, use_graph, channels_last,
-         bf16) -> list[FitResult]:
+         bf16, teacher) -> list[FitResult]:
     config, copies = configs[0], len(configs)
     model.to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval().requires_grad_(False)
     train_x, train_y = to_device(train, device)
     eval_x, eval_y = to_device(evaluate_on, device)
     order_generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
@@ -214,6 +225,8 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
             # Each copy's own batch mean, summed: each copy's gradient is the one it would get alone.
             losses = F.cross_entropy(logits.transpose(1, 2), labels, label_smoothing=config.label_smoothing,
                                      reduction="none").mean(0)
+            if teacher is not None:
+                losses = _distilled(losses, logits, teacher, batches, config)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
@@ -293,6 +306,18 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
     if average is not None:
         average.copy_into_source()
     return results
+
+
+def _distilled(losses: torch.Tensor, logits: torch.Tensor, teacher: nn.Module, batches: list[torch.Tensor],
+               config: TrainConfig) -> torch.Tensor:
+    """Each copy's loss mixed with the KL divergence from the teacher's softened predictions on
+    that copy's own augmented batch; T^2 keeps the soft term's gradients on the hard term's scale."""
+    with torch.no_grad():
+        targets = torch.stack([teacher(images).float() for images in batches], dim=1)  # batch x copies x 10
+    temperature, weight = config.distill_temperature, config.distill_weight
+    soft = F.kl_div(F.log_softmax(logits.float() / temperature, dim=2), F.log_softmax(targets / temperature, dim=2),
+                    reduction="none", log_target=True).sum(2).mean(0) * temperature**2
+    return (1 - weight) * losses + weight * soft
 
 
 def _give_dropout_generators(model: nn.Module, generators: list) -> None:

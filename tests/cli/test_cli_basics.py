@@ -94,3 +94,23 @@ def test_bad_train_inputs_are_one_line_exit_2(tiny_mnist, tmp_path):
     assert_user_error(cli_in_process("train", "--preset", "seed002", "--seed", "-1", *data), "--seed must be 0 or more")
     # A failed run leaves no empty output directory behind (bad data is found before it is made).
     assert not (tmp_path / "b").exists()
+
+
+def test_train_distils_from_a_teacher_given_by_spec_and_weights(tiny_mnist, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    data = ("--data-dir", str(tiny_mnist), "--val-size", "100", "--device", "cpu", "-q")
+    assert cli_in_process("train", "--preset", "seed002", "--epochs", "1", "--out", str(teacher_dir), *data).returncode == 0
+    spec = tmp_path / "teacher.json"
+    spec.write_text(json.dumps(json.loads((teacher_dir / "metrics.json").read_text())["spec"]))
+    weights = str(teacher_dir / "weights.safetensors")
+    out = tmp_path / "student"
+    result = cli_in_process("train", "--preset", "seed001-exp4", "--epochs", "1", "--teacher", str(spec),
+                            "--teacher-weights", weights, "--distill-temperature", "3", "--out", str(out), *data)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["distill_weight"] == 0.5 and config["distill_temperature"] == 3
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--teacher", str(spec), *data), "both --teacher")
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--distill-weight", "0.3", *data),
+                      "--distill-weight needs")
+    assert_user_error(cli_in_process("train", "--preset", "seed002", "--teacher", str(spec), "--teacher-weights",
+                                     str(tmp_path / "none.safetensors"), *data), "cannot read weights")

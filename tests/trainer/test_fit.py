@@ -2,6 +2,7 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mnist_search.errors import ConfigError
 from mnist_search.models import GAP, ArchSpec, Conv, MaxPool, build
@@ -201,3 +202,41 @@ def test_cpu_dropout_masks_come_from_a_numpy_generator_at_rate_p():
     # drawn in memory order: the channels-last mask's bytes are the contiguous mask's draws
     flat = keep_mask(torch.empty(x.numel()), 0.2, np.random.Generator(np.random.SFC64(7)))
     assert torch.equal(mask.permute(0, 2, 3, 1).reshape(-1), flat)
+
+
+def test_distillation_mixes_the_teachers_soft_targets_into_the_loss(data):
+    """distill_weight w: the loss is (1 - w) CE + w T^2 KL(teacher || student) on the batch the
+    student sees. w = 1 with a teacher that is the student's own frozen copy starts at zero
+    soft loss; a teacher is required; fused seeds distil each copy like its own fit."""
+    from mnist_search.trainer.loop import _distilled
+
+    spec = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
+    student = build_seeded(spec, 0)
+    teacher = build_seeded(spec, 1).eval()
+    config = TrainConfig(distill_weight=0.3, distill_temperature=2.0)
+    images = torch.randn(16, 1, 28, 28)
+    hard = torch.full((1,), 2.0)
+    logits = student(images).reshape(16, 1, 10)
+    mixed = _distilled(hard, logits, teacher, [images], config)
+    t = teacher(images) / 2.0
+    expected_soft = (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(logits[:, 0] / 2.0, 1))).sum(1).mean() * 4
+    assert torch.allclose(mixed, 0.7 * hard + 0.3 * expected_soft, atol=1e-5)
+    student.eval()
+    own = student(images).reshape(16, 1, 10)
+    same = _distilled(torch.zeros(1), own, student, [images], config.replace(distill_weight=1.0))
+    assert abs(same.item()) < 1e-5
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        fit(build_seeded(spec, 0), TrainConfig(epochs=1, distill_weight=0.5), data.train, data.val, device="cpu")
+    with pytest.raises(ConfigError, match="distill_weight must be in"):
+        TrainConfig(distill_weight=1.5)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=5, distill_weight=0.5, seed=3)
+    before = [p.clone() for p in teacher.parameters()]
+    result = fit(build_seeded(spec, 3), config, data.train, data.val, device="cpu", teacher=teacher)
+    assert result.status == "completed" and len(result.history) == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher is not trained
+    from mnist_search.trainer import fit_seeds
+
+    together = fit_seeds(spec, config, (3, 4), data.train, data.val, device="cpu", channels_last=False,
+                         teacher=teacher)
+    alone = fit(build_seeded(spec, 3), config, data.train, data.val, device="cpu", teacher=teacher)
+    assert together[0].result.history[-1]["train_loss"] == pytest.approx(alone.history[-1]["train_loss"], rel=1e-3)
