@@ -43,6 +43,10 @@ SETTING_FLAGS: dict[str, tuple[str, dict]] = {
     "compile": ("--compile", {"choices": ("auto", "on", "off"),
                               "help": "torch.compile each trial's training step (auto: CPU trials of 2,000+ steps)"}),
     "val_size": ("--val-size", {"type": int, "help": "training images held out for validation (default 10,000)"}),
+    "teacher": ("--teacher", {"metavar": "SPEC", "help": "distil from this network (a spec JSON file; with "
+                                                         "--teacher-weights): the space also samples the soft "
+                                                         "targets' weight and temperature"}),
+    "teacher_weights": ("--teacher-weights", {"metavar": "FILE", "help": "the teacher's weights (safetensors)"}),
     "train_images": ("--train-images", {"type": int, "metavar": "N",
                                         "help": "train each trial on N of the training images (default: all 50,000 "
                                                 "not held out); quicker trials, lower scores, for a first look"}),

@@ -51,10 +51,9 @@ def _teacher(args: argparse.Namespace):
         return None
     if args.teacher is None or args.teacher_weights is None:
         raise ConfigError("distillation needs both --teacher SPEC and --teacher-weights FILE")
-    from mnist_search.models import ArchSpec, build
-    from mnist_search.models.weights import load_weights
+    from mnist_search.models.weights import load_network
 
-    return load_weights(build(ArchSpec.from_file(args.teacher)), args.teacher_weights).eval()
+    return load_network(args.teacher, args.teacher_weights)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,3 +26,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     except RuntimeError as exc:
         raise UserError(f"weights {path} do not fit this architecture: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def load_network(spec_path: str | Path, weights_path: str | Path) -> nn.Module:
+    """The network a spec file describes with the weights of a safetensors file, in eval mode
+    (a teacher to distil from): both files checked as every input is, nothing unpickled."""
+    from mnist_search.models.network import build
+    from mnist_search.models.spec import ArchSpec
+
+    return load_weights(build(ArchSpec.from_file(spec_path)), weights_path).eval()

@@ -67,12 +67,16 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
     except OSError as exc:
         raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
     data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
+    teacher = _study_teacher(study)
     confirmed = []
     for record in chosen:
         if on_trial:
             on_trial(record, record.epochs_per_seed or 0)
+        if record.config.get("distill_weight") and teacher is None:
+            raise ConfigError(f"trial #{record.number} learnt from a teacher, but study {study.study_name!r} "
+                              "records none to retrain it with")
         jobs = [json.dumps({"spec": record.spec, "config": {**record.config, "seed": seed}, "device": device,
-                            "compile": compile, "data_dir": data_dir, "trial": record.number})
+                            "compile": compile, "data_dir": data_dir, "trial": record.number, "teacher": teacher})
                 for seed in range(first_seed, first_seed + seeds)]
         if workers == 1:
             trained = _train_fused(jobs, data, on_epoch) if seeds > 1 and fuse else None
@@ -122,8 +126,28 @@ def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tu
             on_epoch(task["trial"], config.seed, epoch, metrics)
 
     result = fit(model, config, train, data.test, device=task["device"], on_epoch=epoch_done,
-                 compile_model=should_compile(task["compile"], config, len(train), task["device"]))
+                 compile_model=should_compile(task["compile"], config, len(train), task["device"]),
+                 teacher=_teacher(task, config))
     return _run_record(config, result, task["device"]), _weights(model)
+
+
+def _study_teacher(study: optuna.Study) -> list[str] | None:
+    """[spec file, weights file] of the teacher the study's trials learnt from, or None."""
+    settings = study.user_attrs.get(records.SETTINGS)
+    if not isinstance(settings, dict) or settings.get("teacher") is None:
+        return None
+    paths = [settings.get("teacher"), settings.get("teacher_weights")]
+    if not all(isinstance(path, str) and path for path in paths):
+        raise records.RecordError(f"study {study.study_name!r} records a teacher that is not two file paths")
+    return paths
+
+
+def _teacher(task: dict, config: TrainConfig):
+    if not config.distill_weight:
+        return None
+    from mnist_search.models.weights import load_network
+
+    return load_network(*task["teacher"])
 
 
 def _run_record(config: TrainConfig, result, device: str) -> dict:
@@ -159,7 +183,8 @@ def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None) -> list[
                     on_epoch(first["trial"], seed, epoch, seed_metrics)
 
     fitted = fit_seeds(spec, config, seeds, train, data.test, device=first["device"], on_epoch=epoch_done,
-                       compile_model=should_compile(first["compile"], config, len(train), first["device"]))
+                       compile_model=should_compile(first["compile"], config, len(train), first["device"]),
+                       teacher=_teacher(first, config))
     return [(_run_record(config.replace(seed=f.seed), f.result, first["device"]), _weights(f.model)) for f in fitted]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import torch
 from optuna_dashboard import save_note
+from torch import nn
 
 from mnist_search.defaults import DEFAULT_LAST_K
 from mnist_search.errors import SpecError
@@ -61,6 +62,8 @@ class Objective:
     # i * epochs + e. A study keeps one layout (SearchSettings.fuse_seeds is checked on resume):
     # the pruner compares the same steps of different trials.
     fuse_seeds: bool = False
+    # The network whose soft targets the trials learn from (SearchSettings.teacher); None: no distillation.
+    teacher: nn.Module | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, int]:
         try:
@@ -69,7 +72,7 @@ class Objective:
             trial.set_user_attr("infeasible", str(exc))
             raise optuna.TrialPruned(f"infeasible sample: {exc}") from None
         spec = spec_from_choices(choices)
-        config = sample_config(trial, self.epochs, self.seed)
+        config = sample_config(trial, self.epochs, self.seed, distil=self.teacher is not None)
         analysis = analyse(spec)
         for key, value in {
             records.SCHEMA: records.SCHEMA_VERSION, records.PARAMS: analysis.params,
@@ -126,7 +129,8 @@ class Objective:
                          f"epoch {epoch} (mean of {len(seeds)} seeds)")
 
         fitted = fit_seeds(spec, config, seeds, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
-                           compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device))
+                           compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device),
+                           teacher=self.teacher)
         failed = next((f for f in fitted if f.result.status != "completed"), None)
         if failed is not None:
             trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -175,7 +179,8 @@ class Objective:
 
         model = build_seeded(spec, config.seed)
         result = fit(model, config, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
-                     compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device))
+                     compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device),
+                     teacher=self.teacher)
         if result.status != "completed":
             trial.set_user_attr("seconds", time.perf_counter() - started)
             trial.set_user_attr("status", result.status)

@@ -123,6 +123,15 @@ def load_search_data(where: Location, settings: SearchSettings):
     return data.with_train_images(settings.train_images) if settings.train_images else data
 
 
+def load_teacher(settings: SearchSettings):
+    """The network a search distils from, or None."""
+    if settings.teacher is None:
+        return None
+    from mnist_search.models.weights import load_network
+
+    return load_network(settings.teacher, settings.teacher_weights)
+
+
 def _use_free_cores(device, progress: SearchProgress) -> None:
     """One training process here: as many threads as there are idle cores, saying so when fewer."""
     if device.type != "cpu":
@@ -212,7 +221,7 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
                           seed=settings.seed if settings.seed is not None else 0,  # the training seed
                           compile_choice=settings.compile, pareto=settings.pareto, seeds=settings.seeds_per_trial,
                           on_epoch=on_epoch, worker=f"{socket.gethostname()}:{os.getpid()}",
-                          fuse_seeds=settings.fuse_seeds)
+                          fuse_seeds=settings.fuse_seeds, teacher=load_teacher(settings))
     with quiet_optuna():
         # Optuna checks the timeout between trials, so a running trial is never cut short.
         study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[progress],

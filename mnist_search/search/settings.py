@@ -36,7 +36,7 @@ MNIST_TRAIN_IMAGES = 60_000
 # these agree, so resuming a study with other values is refused unless mixing is allowed.
 # fuse_seeds too: it decides the steps at which the pruner compares trials of several seeds.
 SCORE_SETTINGS = ("epochs", "last_k", "max_params", "objective", "seeds_per_trial", "val_size", "fuse_seeds",
-                  "train_images")
+                  "train_images", "teacher")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class SearchSettings:
         fuse_seeds: train a trial's seeds as one fused network (all advance together; the pruner
             sees their mean accuracy at each epoch) rather than one after another.
         allow_mixed: resume a study even when settings that change what a score means differ.
+        teacher: a spec JSON file of a network to distil from (with ``teacher_weights``, its
+            safetensors weights); the space then also samples the soft targets' weight and
+            temperature, and ``confirm`` retrains with the same teacher.
     """
 
     trials: int = 20
@@ -93,6 +96,8 @@ class SearchSettings:
     warm_start_top: int = 3
     fuse_seeds: bool = True
     allow_mixed: bool = False
+    teacher: str | None = None
+    teacher_weights: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -125,6 +130,8 @@ class SearchSettings:
             (self.heartbeat_grace_s >= 4, f"heartbeat_grace_s must be at least 4 seconds, got {self.heartbeat_grace_s}"),
             (self.warm_start_top >= 1, f"warm_start_top must be at least 1, got {self.warm_start_top}"),
             (self.warm_start is None or self.warm_start.strip() != "", "warm_start must name a study"),
+            ((self.teacher is None) == (self.teacher_weights is None),
+             "distillation needs both teacher (a spec file) and teacher_weights (its weights file)"),
         ]
         for ok, message in checks:
             if not ok:

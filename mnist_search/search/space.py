@@ -182,7 +182,9 @@ def fit_to_budget(at, max_params: int) -> Choices:
     return choices
 
 
-def sample_config(trial: optuna.Trial, epochs: int, seed: int) -> TrainConfig:
+def sample_config(trial: optuna.Trial, epochs: int, seed: int, distil: bool = False) -> TrainConfig:
+    """The recipe; with ``distil`` (a search with a teacher) also how much of the loss is the
+    teacher's soft targets and at what temperature."""
     optimizer = trial.suggest_categorical("optimizer", ["sgd", "adamw"])
     if optimizer == "sgd":
         lr = trial.suggest_float("sgd_lr", 0.005, 0.2, log=True)
@@ -206,4 +208,6 @@ def sample_config(trial: optuna.Trial, epochs: int, seed: int) -> TrainConfig:
         rotation=trial.suggest_float("rotation", 0.0, 15.0),
         translate=trial.suggest_float("translate", 0.0, 0.1),
         label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.1), ema_epochs=ema_epochs,
+        distill_weight=trial.suggest_float("distill_weight", 0.1, 0.9) if distil else 0.0,
+        distill_temperature=trial.suggest_float("distill_temperature", 1.0, 8.0, log=True) if distil else 4.0,
     )

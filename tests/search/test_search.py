@@ -464,3 +464,30 @@ def test_train_images_trains_each_trial_on_a_fixed_subset_and_is_recorded(tiny_m
     first, again = data.with_train_images(64), data.with_train_images(64)
     assert len(first.train) == 64 and torch.equal(first.train.images, again.train.images)
     assert len(first.val) == len(data.val) and len(first.test) == len(data.test)
+
+
+def test_a_search_with_a_teacher_samples_distillation_and_confirm_retrains_with_it(tiny_mnist, tmp_path):
+    from mnist_search.models import get_preset
+    from mnist_search.models.weights import save_weights
+    from mnist_search.trainer import build_seeded
+
+    spec_file, weights_file = tmp_path / "teacher.json", tmp_path / "teacher.safetensors"
+    teacher_spec = get_preset("seed002").spec
+    spec_file.write_text(teacher_spec.to_json())
+    save_weights(build_seeded(teacher_spec, 0), weights_file)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study, _ = search(url, tiny_mnist, trials=2, epochs=1, teacher=str(spec_file), teacher_weights=str(weights_file),
+                      max_params=3000)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(0.1 <= t.params["distill_weight"] <= 0.9 for t in done)
+    assert all(t.user_attrs["config"]["distill_weight"] == t.params["distill_weight"] for t in done)
+    (record, confirmation), = confirm(study, top=1, seeds=1, last_k=1, data_dir=tiny_mnist,
+                                      artifact_dir=tmp_path / "artifacts")
+    assert confirmation.runs[0].status == "completed" and len(confirmation.runs[0].test_acc) == 1
+    with pytest.raises(ConfigError, match="both teacher"):
+        SearchSettings(teacher=str(spec_file))
+    # a study whose record lost its teacher cannot retrain its distilled trials as they were trained
+    settings = dict(study.user_attrs[records.SETTINGS], teacher=None, teacher_weights=None)
+    study.set_user_attr(records.SETTINGS, settings)
+    with pytest.raises(ConfigError, match="learnt from a teacher"):
+        confirm(study, top=1, seeds=1, last_k=1, data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
