@@ -54,7 +54,7 @@ tail -n 20 "$OUT"/confirm-*.log
 
 log "roofline on CUDA"
 timeout 120 python3 bench/roofline.py --data-dir "$DATA" --device cuda --epochs 3 --train-images 20000 \
-  --families best-8k,plain-8k,separable-2k,shared-2k,shared-1k --json "$OUT/roofline-cuda.json" \
+  --families best-8k,plain-8k,separable-2k,shared-2k,shared-1k --distil --json "$OUT/roofline-cuda.json" \
   2>&1 | tee "$OUT/roofline-cuda.log"
 
 log "fused seeds against one after another on CUDA"

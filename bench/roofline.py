@@ -110,7 +110,11 @@ def matmul_rate(device: str, size: int) -> float:
     return 2 * size**3 / statistics.median(times[2:]) / 1e9
 
 
-def measure(name: str, data_dir: str, device: str, train_images: int, epochs: int, compile_choice: str) -> dict:
+TEACHER = (REPO / "results/search-gpu/best_net.spec.json", REPO / "results/search-gpu/best_net.safetensors")
+
+
+def measure(name: str, data_dir: str, device: str, train_images: int, epochs: int, compile_choice: str,
+            distil: bool = False) -> dict:
     """One family's steady-state training images/s, as `run` trains it."""
     import torch
 
@@ -132,8 +136,14 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
     # the compile choice `run` makes for a 15-epoch trial on 50,000 images, not for this short run
     compiled = should_compile(compile_choice, config, len(data.train), device)
     model = build_seeded(spec, 0)
+    teacher = None
+    if distil:  # the committed 8k network as the teacher, half the loss from its soft targets
+        from mnist_search.models.weights import load_network
+
+        teacher, config = load_network(*TEACHER), config.replace(distill_weight=0.5)
     started = time.perf_counter()
-    result = fit(model, config.replace(epochs=epochs), train, val, device=device, compile_model=compiled)
+    result = fit(model, config.replace(epochs=epochs), train, val, device=device, compile_model=compiled,
+                 **({"teacher": teacher} if teacher is not None else {}))
     wall = time.perf_counter() - started
     seconds = [m["seconds"] for m in result.history]
     steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
@@ -150,9 +160,10 @@ def run_child(args: list[str], src: Path, threads: int | None) -> subprocess.Pop
     return subprocess.Popen([sys.executable, __file__, "--child", *args], env=env, stdout=subprocess.PIPE, text=True)
 
 
-def measure_in_processes(name: str, args: argparse.Namespace, src: Path) -> dict:
+def measure_in_processes(name: str, args: argparse.Namespace, src: Path, distil: bool = False) -> dict:
     """``args.workers`` processes (one thread each when several) measuring at once; rates summed."""
-    child_args = [name, args.data_dir, args.device, str(args.train_images), str(args.epochs), args.compile]
+    child_args = [name, args.data_dir, args.device, str(args.train_images), str(args.epochs), args.compile,
+                  "distil" if distil else "plain"]
     threads = 1 if args.workers > 1 else None
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.beside_busy)]
     try:
@@ -176,8 +187,9 @@ def measure_in_processes(name: str, args: argparse.Namespace, src: Path) -> dict
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        name, data_dir, device, train_images, epochs, compile_choice = sys.argv[2:]
-        print(json.dumps(measure(name, data_dir, device, int(train_images), int(epochs), compile_choice)))
+        name, data_dir, device, train_images, epochs, compile_choice, distil = sys.argv[2:]
+        print(json.dumps(measure(name, data_dir, device, int(train_images), int(epochs), compile_choice,
+                                 distil == "distil")))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
@@ -189,6 +201,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--beside-busy", type=int, default=0, metavar="N",
                         help="measure beside N busy-looping processes (another user's work)")
+    parser.add_argument("--distil", action="store_true",
+                        help="also measure each family distilling from the committed 8k network (weight 0.5)")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="the trainer's compile choice (auto: what `run` picks for a 15-epoch trial)")
     parser.add_argument("--baseline-src", type=Path, help="a checkout whose trainer is measured alongside")
@@ -205,15 +219,17 @@ def main() -> None:
     print(f"device {args.device}, {args.workers} process(es) x {threads} thread(s); torch {torch.__version__}")
     print(f"FP32 matrix rate ({size}x{size} product{', summed over processes' if args.workers > 1 else ''}): "
           f"{peak:.1f} GFLOP/s")
-    sides = {"now": REPO}
+    sides = {"now": (REPO, False)}
     if args.baseline_src:
-        sides = {"before": args.baseline_src.resolve(), **sides}
+        sides = {"before": (args.baseline_src.resolve(), False), **sides}
+    if args.distil:
+        sides["distilled"] = (REPO, True)
     rows = []
     for name in names:
         by_side: dict[str, list[dict]] = {side: [] for side in sides}
         for _ in range(args.rounds):
-            for side, src in sides.items():
-                by_side[side].append(measure_in_processes(name, args, src))
+            for side, (src, distil) in sides.items():
+                by_side[side].append(measure_in_processes(name, args, src, distil))
         row = {side: _median_run(runs) for side, runs in by_side.items()}
         rows.append(row)
         _print_row(name, row, peak)
@@ -240,6 +256,9 @@ def _print_row(name: str, row: dict, peak: float) -> None:
     parts.append(f"now {now['images_per_s']:7.0f} img/s {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}%")
     if "before" in row:
         parts.append(f"x{now['images_per_s'] / row['before']['images_per_s']:.2f}")
+    if "distilled" in row:
+        parts.append(f"distilled {row['distilled']['images_per_s']:7.0f} img/s "
+                     f"(x{row['distilled']['images_per_s'] / now['images_per_s']:.2f})")
     parts.append(f"(first epoch +{now['first_epoch_extra_s']:.1f} s)")
     print(" | ".join(parts), flush=True)
 
