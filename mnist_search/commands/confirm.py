@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="seeds trained at once, each in its own process with its share of the CPU cores "
                              "(default 1); on a GPU they share it")
-    parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
+    parser.add_argument("--last-k", type=int,
+                        help=f"final epochs judged (default: the search's last-K, {DEFAULT_LAST_K} unless it set "
+                             "another, at most the trial's epochs)")
     parser.add_argument("--target", type=float, default=99.4,
                         help="test accuracy every last-K epoch must reach (default 99.4)")
     options.add_device(parser)
@@ -41,6 +43,7 @@ FLAGS = {"top": "--top", "seeds": "--seeds", "workers": "--workers", "first_seed
 def run(args: argparse.Namespace) -> int:
     from mnist_search.errors import ConfigError
     from mnist_search.search.confirm import confirm, print_epoch
+    from mnist_search.search.progress import plural
     from mnist_search.search.runner import load_existing
     from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 
@@ -49,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     def announce(record, epochs: int) -> None:
         at_once = f", {min(args.workers, args.seeds)} at once" if args.workers > 1 else ""
-        print(f"confirming trial #{record.number} ({record.params:,} params): {args.seeds} seeds "
-              f"({args.first_seed}-{args.first_seed + args.seeds - 1}) x {epochs} epochs on all 60,000 training "
-              f"images{at_once}, scored on the test set", flush=True)
+        seeds = f"{args.seeds} seeds ({args.first_seed}-{args.first_seed + args.seeds - 1})" if args.seeds > 1 \
+            else f"1 seed ({args.first_seed})"
+        print(f"confirming trial #{record.number} ({record.params:,} params): {seeds} x {plural(epochs, 'epoch')} "
+              f"on all 60,000 training images{at_once}, scored on the test set", flush=True)
 
     try:
         confirmed = confirm(study, top=args.top, trials=args.trial, seeds=args.seeds, first_seed=args.first_seed,
@@ -66,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(summary_row(f"#{record.number}", record.params, result.stats, "yes" if result.consistent else "no"))
         if result.raw is not None:  # the same runs' raw (unaveraged) weights, for comparison
             rows.append(summary_row("  raw", record.params, result.raw, ""))
-    print(format_table(["trial", "params", "final test %", f"last-{args.last_k} test %", "min", f">= {args.target}"],
-                       rows))
+    judged = sorted({result.last_k for _, result in confirmed})
+    last = f"last-{judged[0]}" if len(judged) == 1 else "last-K"
+    print(format_table(["trial", "params", "final test %", f"{last} test %", "min", f">= {args.target}"], rows))
     return 0
 
 

@@ -114,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         study = run_search(settings, where, progress)
     except UserError as exc:
         raise respelled(exc) from None
-    print(progress.summary(study))
     storage_flag = f" --storage {mask_password(where.storage_url)}" if args.storage else ""
     print(f"next: mnist-search export{storage_flag} --study-name {study.study_name} --output best_net.py "
           "--weights best_net.safetensors", file=sys.stdout)

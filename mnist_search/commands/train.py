@@ -38,9 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mnist_search.models import analyse
+    from mnist_search.models import analyse, flops_per_image, is_separable
     from mnist_search.models.weights import save_weights
     from mnist_search.trainer import (
         TrainConfig,
@@ -64,42 +62,40 @@ def run(args: argparse.Namespace) -> int:
     config = recipe.replace(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                            ema_epochs=args.ema_epochs)
     device = resolve_device(args.device)
-    data = load_mnist(args.data_dir, val_size=args.val_size)  # before the output directory: bad data leaves none
+    from mnist_search.search.data_dir import data_dir_for
+
+    data = load_mnist(data_dir_for(args.data_dir), val_size=args.val_size)  # before the output dir: bad data leaves none
     out = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     train, evaluate_on = splits_for(data, args.eval)
     compile_model = should_compile(args.compile, config, len(train), str(device))
 
+    kind = "depthwise-separable" if is_separable(spec) else "full convolutions"
     print(
-        f"training {name} ({analysis.params:,} params, RF {analysis.receptive_field}) on {device} "
-        f"for {config.epochs} epochs; {len(train):,} training images, evaluating on {args.eval} "
-        f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}"
+        f"training {name} ({analysis.params:,} params, {flops_per_image(spec) / 1e6:.2f} MFLOPs/image, {kind}, RF "
+        f"{analysis.receptive_field}) on {device} for {config.epochs} epochs, {config.optimizer} lr {config.lr:.3g}, "
+        f"batch {config.batch_size}; {len(train):,} training images, evaluating on {args.eval} "
+        f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}", flush=True
     )
-    print("  ".join(f"{c:>10}" for c in COLUMNS))
-    bar = tqdm(total=0, leave=False, unit="batch", dynamic_ncols=True, disable=getattr(args, "quiet", False))
-
-    def on_batch(step: int, total: int) -> None:
-        if step == 1:
-            bar.reset(total=total)
-        bar.update(1)
+    print("  ".join(f"{c:>10}" for c in COLUMNS), flush=True)
+    meter = BatchMeter(config.epochs, config.batch_size, quiet=getattr(args, "quiet", False))
 
     def on_epoch(epoch: int, metrics: dict) -> None:
-        bar.clear()
-        tqdm.write(
+        meter.write(
             f"{epoch:>10}  {metrics['train_loss']:>10.4f}  {metrics['train_acc']:>10.2f}  {metrics['eval_loss']:>10.4f}"
-            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}"
+            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}", epoch
         )
 
     model = build_seeded(spec, config.seed)
     started = time.perf_counter()
     try:
-        result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=on_batch,
+        result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=meter.batch,
                      compile_model=compile_model)
     except BaseException:  # interrupted or crashed: leave no empty output directory behind
-        bar.close()
+        meter.close()
         if not any(out.iterdir()):
             out.rmdir()
         raise
-    bar.close()
+    meter.close()
     wall = time.perf_counter() - started
 
     save_weights(model, out / "weights.safetensors")
@@ -123,6 +119,46 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out / 'metrics.json'} and {out / 'weights.safetensors'}")
     return 0
+
+
+class BatchMeter:
+    """Progress within each epoch: a redrawn bar (batches, images/s, time left) on a terminal,
+    else a plain line at least every 30 s, never a bar's control characters in a log."""
+
+    def __init__(self, epochs: int, batch_size: int, quiet: bool = False) -> None:
+        import sys
+
+        from mnist_search.search.meter import EpochClock, shows_live, tqdm_class
+
+        self.clock = EpochClock(epochs, batch_size)
+        self.live = not quiet and shows_live(sys.stdout)
+        self.quiet = quiet
+        self.bar = tqdm_class()(total=0, leave=False, dynamic_ncols=True, bar_format="{desc}") if self.live else None
+        self.last = time.perf_counter()
+
+    def batch(self, step: int, steps: int) -> None:
+        from mnist_search.search.meter import LIVE_EVERY_S, PLAIN_EVERY_S
+
+        self.clock.batch(step, steps)
+        now = time.perf_counter()
+        if self.bar is not None and now - self.last >= LIVE_EVERY_S:
+            self.last = now
+            self.bar.set_description_str(self.clock.text(), refresh=True)
+        elif self.bar is None and not self.quiet and now - self.last >= PLAIN_EVERY_S:
+            self.last = now
+            print(f"  {self.clock.text()}", flush=True)
+
+    def write(self, line: str, epoch: int) -> None:
+        self.clock.epoch_done(0, epoch)
+        self.last = time.perf_counter()
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _prepare_out_dir(path: str) -> Path:

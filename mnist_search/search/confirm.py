@@ -12,11 +12,14 @@ import optuna
 import torch
 from safetensors.torch import load, save
 
+from mnist_search.defaults import DEFAULT_LAST_K
 from mnist_search.errors import ConfigError, SpecError, UserError
 from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
+from mnist_search.search.data_dir import data_dir_for
 from mnist_search.search.processes import run_processes
+from mnist_search.search.progress import plural
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
 from mnist_search.trainer import (
     TrainConfig,
@@ -34,7 +37,7 @@ EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, ep
 
 
 def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, seeds: int = 3, first_seed: int = 0,
-            last_k: int = 5, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
+            last_k: int | None = None, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
             data_dir: str | os.PathLike | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
             fuse: bool = True, on_epoch: EpochCallback | None = None,
             on_trial: Callable[[TrialRecord, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
@@ -46,20 +49,25 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
     seed as its own run would, one kernel sequence for all), one after another when the
     network has a layer fused training does not support.
 
+    ``last_k`` is how many final epochs a confirmation judges (default: the trial's own last-K
+    from the search, at most its epochs). Without ``data_dir`` the study's own data directory is
+    read (see data_dir_for).
+
     ``on_trial(record, epochs)`` is called before a trial's seeds train; ``on_epoch`` after each
     epoch of each seed (in the worker processes too, so there it must be a module-level function).
     """
     for name, value, low in (("top", top, 1), ("seeds", seeds, 1), ("workers", workers, 1),
-                             ("first_seed", first_seed, 0), ("last_k", last_k, 1)):
+                             ("first_seed", first_seed, 0), ("last_k", 1 if last_k is None else last_k, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
     if first_seed + seeds > 2**31:
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
-    data_dir = str(data_dir) if data_dir is not None else None
+    data_dir = data_dir_for(data_dir, study)
     chosen = choose(study, top, trials)
     for record in chosen:
-        if record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
-            raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s {record.epochs_per_seed} epochs")
+        if last_k is not None and record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
+            raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s "
+                              f"{plural(record.epochs_per_seed, 'epoch')}; use at most {record.epochs_per_seed}")
     device = str(resolve_device(device))
     artifacts = Path(artifact_dir)
     try:  # before hours of training, not after them
@@ -80,10 +88,17 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
         else:
             trained = _train_in_processes(jobs, min(workers, seeds), on_epoch)
         runs = [_store(study, record, run, blob, artifacts) for run, blob in trained]
-        result = Confirmation(runs=tuple(runs), last_k=last_k, target=target)
+        result = Confirmation(runs=tuple(runs), last_k=last_k or judged_epochs(record), target=target)
         study.set_user_attr(records.confirm_key(record.number), result.to_dict())
         confirmed.append((record, result))
     return confirmed
+
+
+def judged_epochs(record: TrialRecord) -> int:
+    """The final epochs a confirmation of ``record`` judges by default: those its search score
+    averaged, never more than it trains."""
+    epochs = record.epochs_per_seed or DEFAULT_LAST_K
+    return min(record.last_k or DEFAULT_LAST_K, epochs)
 
 
 def choose(study: optuna.Study, top: int, numbers: list[int] | None) -> list[TrialRecord]:

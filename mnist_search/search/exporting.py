@@ -21,7 +21,7 @@ from pathlib import Path
 
 import optuna
 
-from mnist_search.errors import UserError
+from mnist_search.errors import OutputExists, UserError
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.export import export_source, relative_weights_path
 from mnist_search.search.artifacts import read_weights
@@ -41,13 +41,13 @@ class Exported:
 
 def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.PathLike | None = None,
            max_params: int | None = None, artifact_dir: str | os.PathLike | None = None,
-           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "") -> Exported:
+           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "", force: bool = False) -> Exported:
     """Write the best trial of ``study`` (within ``max_params``) as a module at ``output`` and,
     with ``weights``, its weights there (safetensors).
 
     ``artifact_dir`` holds the trials' weights; ``protected`` names further files no output may
     replace (the store's files); ``source_label`` says where the study lives (no password) in the
-    module's docstring.
+    module's docstring. An output that exists already is refused unless ``force``.
     """
     record = best_trial(study, max_params)
     spec = ArchSpec.from_dict(record.spec)
@@ -59,7 +59,7 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
     module_path = Path(output)
     weights_path = Path(weights) if weights is not None else None
     artifacts = Path(artifact_dir) if artifact_dir is not None else None
-    _check_outputs(module_path, weights_path, artifacts, protected)
+    _check_outputs(module_path, weights_path, artifacts, protected, force)
 
     artifact_id, sha256, owner, weights_line = weights_source(record, confirmed)
     blob = None
@@ -163,7 +163,7 @@ def averaging_lines(config: TrainConfig) -> list[str]:
 
 
 def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None,
-                   protected: tuple[str | os.PathLike, ...]) -> None:
+                   protected: tuple[str | os.PathLike, ...], force: bool = False) -> None:
     """Refuse outputs that would replace the store, an artifact, an input or each other."""
     outputs = [("module", module)] + ([("weights", weights)] if weights is not None else [])
     resolved = {what: path.resolve() for what, path in outputs}
@@ -181,6 +181,9 @@ def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None
                             " trials' weights; choose a path outside it")
         if not target.parent.is_dir():
             raise UserError(f"the directory of the {what} output {path} does not exist; create it first")
+    for what, path in outputs:
+        if not force and resolved[what].exists():
+            raise OutputExists(f"{path} exists already (an earlier export?); set force to replace it", str(path))
 
 
 def write_all_or_nothing(outputs: list[tuple[Path, bytes]]) -> None:

@@ -147,6 +147,18 @@ def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return front
 
 
+def report(study: optuna.Study, output: str | Path = "report") -> list[Path]:
+    """Write ``study``'s leaderboard, plots and index.md into the directory ``output``; the files written."""
+    from mnist_search.errors import UserError
+
+    if not study.get_trials(deepcopy=False):
+        raise UserError(f"study {study.study_name!r} has no trials yet; run a search first")
+    try:
+        return write_report(study, Path(output))
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}; choose another output") from None
+
+
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
     """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
     done = records.completed(study)  # checked: a damaged or foreign record is one line here, not a traceback later

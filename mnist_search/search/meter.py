@@ -1,0 +1,102 @@
+"""Progress within an epoch: batches, images per second and time left, from the trainer's
+``on_batch(step, steps_per_epoch)`` calls; and how a progress display is chosen.
+
+Light to import (no torch, no Optuna, tqdm only when a live display is made): ``train`` and the
+search's progress both use it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+# In a log or a pipe, a plain line at least this often while training, so a log shows the run
+# is alive between epochs that can take minutes on a CPU.
+PLAIN_EVERY_S = 30.0
+# A live display redraws at most this often: the callback runs after every batch.
+LIVE_EVERY_S = 0.25
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (Colab's included), whose output is not a terminal
+    but shows a redrawn line."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def shows_live(stream: TextIO) -> bool:
+    """A redrawn line suits a terminal and a notebook; a log or a pipe gets plain lines."""
+    try:
+        return stream.isatty() or (in_notebook() and stream in (sys.stdout, sys.__stdout__))
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
+
+
+def tqdm_class():
+    """tqdm's notebook widget where Jupyter can draw it, else the text bar (which Jupyter redraws too)."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm
+
+
+@dataclass
+class EpochClock:
+    """Where one training is within its epochs, and how fast it goes.
+
+    ``images_per_step`` is the batch size times the copies trained at once (fused seeds);
+    ``runs`` is how many trainings of ``epochs`` epochs run one after another (seeds).
+    """
+
+    epochs: int
+    images_per_step: int
+    runs: int = 1
+    run: int = 0  # the run (seed) now training, from 0
+    epoch: int = 1  # the epoch now training, from 1
+    step: int = 0
+    steps: int = 0
+    epoch_started: float = field(default_factory=time.perf_counter)
+
+    def batch(self, step: int, steps: int) -> None:
+        if step == 1:
+            self.epoch_started = time.perf_counter()
+        self.step, self.steps = step, steps
+
+    def epoch_done(self, run: int, epoch: int) -> None:
+        self.run, self.epoch, self.step = run, epoch + 1, 0
+        if self.epoch > self.epochs:
+            self.run, self.epoch = run + 1, 1
+
+    @property
+    def images_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.epoch_started
+        return self.step * self.images_per_step / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Training time left for every epoch of every run at this epoch's pace (evaluation aside)."""
+        elapsed = time.perf_counter() - self.epoch_started
+        if not self.step or elapsed <= 0:
+            return None
+        epochs_after = (self.epochs - self.epoch) + (self.runs - 1 - self.run) * self.epochs
+        return elapsed / self.step * ((self.steps - self.step) + epochs_after * self.steps)
+
+    def text(self) -> str:
+        """E.g. 'epoch 2/5 batch 120/391, 1,840 img/s, 3.1 min left'."""
+        run = f" seed {self.run + 1}/{self.runs}" if self.runs > 1 else ""
+        left = self.seconds_left
+        return (f"epoch {min(self.epoch, self.epochs)}/{self.epochs}{run} batch {self.step}/{self.steps}, "
+                f"{self.images_per_second:,.0f} img/s" + (f", {duration(left)} left" if left is not None else ""))
