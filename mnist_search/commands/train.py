@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.models import analyse, flops_per_image, is_separable
+    from mnist_search.search.meter import plural
     from mnist_search.models.weights import save_weights
     from mnist_search.trainer import (
         TrainConfig,
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     kind = "depthwise-separable" if is_separable(spec) else "full convolutions"
     print(
         f"training {name} ({analysis.params:,} params, {flops_per_image(spec) / 1e6:.2f} MFLOPs/image, {kind}, RF "
-        f"{analysis.receptive_field}) on {device} for {config.epochs} epochs, {config.optimizer} lr {config.lr:.3g}, "
+        f"{analysis.receptive_field}) on {device} for {plural(config.epochs, 'epoch')}, {config.optimizer} lr {config.lr:.3g}, "
         f"batch {config.batch_size}; {len(train):,} training images, evaluating on {args.eval} "
         f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}", flush=True
     )
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     last = accs[-5:]
     print(
         f"done in {wall:.1f} s: final {args.eval} accuracy {accs[-1]:.2f}%, best {max(accs):.2f}%, "
-        f"last {len(last)} epochs min {min(last):.2f}% mean {sum(last) / len(last):.2f}%"
+        f"last {plural(len(last), 'epoch')} min {min(last):.2f}% mean {sum(last) / len(last):.2f}%"
     )
     print(f"wrote {out / 'metrics.json'} and {out / 'weights.safetensors'}")
     return 0

@@ -20,6 +20,10 @@ PLAIN_EVERY_S = 30.0
 LIVE_EVERY_S = 0.25
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
 def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -71,12 +75,12 @@ class EpochClock:
     epoch_started: float = field(default_factory=time.perf_counter)
 
     def batch(self, step: int, steps: int) -> None:
-        if step == 1:
-            self.epoch_started = time.perf_counter()
         self.step, self.steps = step, steps
 
     def epoch_done(self, run: int, epoch: int) -> None:
+        """``epoch`` of ``run`` is over (evaluation included): the next one starts its clock now."""
         self.run, self.epoch, self.step = run, epoch + 1, 0
+        self.epoch_started = time.perf_counter()
         if self.epoch > self.epochs:
             self.run, self.epoch = run + 1, 1
 

@@ -19,16 +19,20 @@ from typing import TextIO
 
 import optuna
 
-from mnist_search.search.meter import LIVE_EVERY_S, PLAIN_EVERY_S, EpochClock, duration, shows_live, tqdm_class
+from mnist_search.search.meter import (
+    LIVE_EVERY_S,
+    PLAIN_EVERY_S,
+    EpochClock,
+    duration,
+    plural,
+    shows_live,
+    tqdm_class,
+)
 from mnist_search.search.records import RecordError, TrialRecord
 
 S = optuna.trial.TrialState
 # Up to this many finished trials, the summary lists each one's time; beyond it, their spread.
 LISTED_TRIALS = 12
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 def network_line(spec, config) -> str:
