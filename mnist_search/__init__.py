@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # The subpackage first: importing it later would rebind the name `search` to it.
 import mnist_search.search  # noqa: F401
-from mnist_search.api import confirm, evaluate, export, report, search
+from mnist_search.api import confirm, evaluate, export, leaderboard, report, search
 from mnist_search.search.settings import SearchSettings
 
-__all__ = ["SearchSettings", "__version__", "confirm", "evaluate", "export", "report", "search"]
+__all__ = ["SearchSettings", "__version__", "confirm", "evaluate", "export", "leaderboard", "report", "search"]

@@ -141,6 +141,23 @@ def report(study: optuna.Study, output: str | os.PathLike = "report") -> list[Pa
     return write(study, Path(output))
 
 
+def leaderboard(study: optuna.Study, top: int = 10):
+    """The ``top`` completed trials of ``study`` by score, as a pandas DataFrame indexed by trial
+    number: score, minimum of the judged epochs, parameters, receptive field, epochs, seeds,
+    seconds, and (for confirmed trials) the mean final test accuracy and its spread."""
+    import pandas as pd
+
+    from mnist_search.search.report import confirmations
+    from mnist_search.search.report import leaderboard as rows
+
+    board = pd.DataFrame(rows(study, top), columns=["trial", "score", "last_k_min", "params", "receptive_field",
+                                                    "epochs", "seeds", "state", "seconds"]).set_index("trial")
+    tested = {row["trial"]: row for row in confirmations(study)}
+    board["test_final_mean"] = [tested[n]["final_mean"] if n in tested else None for n in board.index]
+    board["test_final_std"] = [tested[n]["final_std"] if n in tested else None for n in board.index]
+    return board
+
+
 def storage_url_of(study: optuna.Study) -> str | None:
     """The URL of the RDB store ``study`` lives in, when it has one (Optuna keeps it privately)."""
     backend = getattr(study._storage, "_backend", study._storage)

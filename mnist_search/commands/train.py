@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.models import analyse, flops_per_image, is_separable
-    from mnist_search.search.meter import plural
     from mnist_search.models.weights import save_weights
+    from mnist_search.search.meter import plural
     from mnist_search.trainer import (
         TrainConfig,
         build_seeded,
