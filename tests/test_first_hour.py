@@ -165,3 +165,15 @@ def test_plural_forms():
     assert progress_module.plural(1, "trial") == "1 trial" and progress_module.plural(2, "epoch") == "2 epochs"
     study = optuna.create_study()
     assert progress_module.counts(study).startswith("0 trials")
+
+
+def test_train_in_a_log_prints_plain_progress_lines_not_a_bar(tiny_mnist, tmp_path, monkeypatch):
+    from mnist_search.search import meter
+
+    monkeypatch.setattr(meter, "PLAIN_EVERY_S", 0.0)
+    result = cli_in_process("train", "--preset", "seed002", "--epochs", "1", "--data-dir", str(tiny_mnist),
+                            "--val-size", "100", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "MFLOPs/image, full convolutions" in result.stdout and "sgd lr 0.07, batch 128" in result.stdout
+    assert re.search(r"epoch 1/1 batch \d+/\d+, [\d,]+ img/s", result.stdout)
+    assert "\r" not in result.stdout + result.stderr and "1 epochs" not in result.stdout
