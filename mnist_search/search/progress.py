@@ -97,14 +97,13 @@ class SearchProgress:
             clock = self.clocks.get(number)
             if clock is None:
                 return
-            clock.batch(step, steps)
-            self.running[number] = f"#{number} {clock.text()}"
+            clock.batch(step, steps)  # the text is made only when shown: this runs after every batch
             if self._bar is not None:
                 if now - self.last_live >= LIVE_EVERY_S:
                     self.last_live = now
                     self._refresh()
             elif now - self.last_plain >= PLAIN_EVERY_S:
-                self._write(f"{self.prefix}trial {'; '.join(self.running[n] for n in sorted(self.running))}")
+                self._write(f"{self.prefix}trial {self._running_text()}")
 
     def epoch(self, number: int, seed: int, seeds: int, epoch: int, epochs: int, metrics: dict) -> None:
         """Trial ``number`` finished ``epoch`` of ``epochs`` for its seed ``seed`` (from 0) of ``seeds``."""
@@ -195,9 +194,16 @@ class SearchProgress:
         size = f" ({params:,} params)" if isinstance(params, int) and not isinstance(params, bool) else ""
         return f"best #{best.number} score {best.values[0]:.3f}{size}"
 
+    def _running_text(self) -> str:
+        """Each running trial: where it is within its epoch, else its last epoch's line."""
+        shown = []
+        for number in sorted(self.running):
+            clock = self.clocks.get(number)
+            shown.append(f"#{number} {clock.text()}" if clock is not None and clock.step else self.running[number])
+        return "; ".join(shown)
+
     def _refresh(self) -> None:
-        running = "; ".join(self.running[n] for n in sorted(self.running))
-        self._bar.set_description_str(f"{running or 'starting'} | {self.best_text}", refresh=True)
+        self._bar.set_description_str(f"{self._running_text() or 'starting'} | {self.best_text}", refresh=True)
 
     def _write(self, text: str) -> None:
         if self.silent:
