@@ -25,6 +25,7 @@ from mnist_search.errors import OutputExists, UserError
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.export import export_source, relative_weights_path
 from mnist_search.search.artifacts import read_weights
+from mnist_search.search.meter import plural
 from mnist_search.search.records import Confirmation, RecordError, TrialRecord, best_trial, confirmation
 from mnist_search.trainer import TrainConfig
 
@@ -142,8 +143,8 @@ def confirmation_lines(confirmed: Confirmation | None) -> list[str]:
         return ["Not confirmed on the test set yet (run `mnist-search confirm`)."]
     s, k = confirmed.stats, confirmed.last_k
     lines = [
-        f"Confirmed on the MNIST test set ({len(confirmed.runs)} seeds, trained on all 60,000 training images):",
-        f"  final test accuracy {s.final_mean:.2f} +- {s.final_std:.2f}%; last {k} epochs {s.last_k_mean:.2f}"
+        f"Confirmed on the MNIST test set ({plural(len(confirmed.runs), 'seed')}, trained on all 60,000 training images):",
+        f"  final test accuracy {s.final_mean:.2f} +- {s.final_std:.2f}%; last {plural(k, 'epoch')} {s.last_k_mean:.2f}"
         f" +- {s.last_k_std:.2f}%, minimum {s.last_k_min:.2f}%; every last-{k} epoch of every seed >="
         f" {confirmed.target:g}%: {'yes' if confirmed.consistent else 'no'}",
     ]

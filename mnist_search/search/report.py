@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from mnist_search.models import PRESETS, analyse
 from mnist_search.search import records
+from mnist_search.search.meter import plural
 from mnist_search.search.study import score
 
 TOP = 10
@@ -262,7 +263,7 @@ def epoch_curves(study: optuna.Study, rows: list[dict]) -> Figure | str:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"Validation accuracy after each epoch, top {len(curves)} trials by score")
+    ax.set_title(f"Validation accuracy after each epoch, top {plural(len(curves), 'trial')} by score")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return figure
@@ -331,7 +332,7 @@ def _index(study: optuna.Study, rows: list[dict], plots: dict[str, Figure | str]
     lines = [
         f"# Study {study.study_name!r}",
         "",
-        f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
+        f"{plural(len(trials), 'trial')}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
         "Score: mean validation accuracy over the last epochs (held-out 10k of the training set), averaged over "
         "the trial's training seeds when it trained several.",
         "",
