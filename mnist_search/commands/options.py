@@ -56,5 +56,6 @@ def flag_spelling(message: str, flags: dict[str, str]) -> str:
         message = f"{flags[name]} {rest}"
     for setting, flag in flags.items():
         if "_" in setting:
-            message = re.sub(rf"(?<![\w-]){setting}\b", flag, message)
+            # Not inside a path or a name (.../data_dir/..., my_data_dir): only the setting itself.
+            message = re.sub(rf"(?<![\w/.-]){setting}(?![\w/-])", flag, message)
     return message
