@@ -91,14 +91,20 @@ def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[i
     trial's epochs). ``workers`` trains that many seeds at once in processes. ``data_dir``
     default: the directory the study was searched on (then as for :func:`search`).
     """
+    from mnist_search.search.confirm import ConfirmProgress
     from mnist_search.search.confirm import confirm as confirm_study
-    from mnist_search.search.confirm import print_epoch
 
-    return confirm_study(study, top=top, trials=trials, seeds=seeds, first_seed=first_seed, last_k=last_k,
-                         target=target, workers=workers, device=device, compile=compile,
-                         data_dir=str(data_dir) if data_dir is not None else None,
-                         artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
-                         on_epoch=print_epoch if progress else None)
+    shown = ConfirmProgress(seeds, first_seed, workers) if progress else None
+    try:
+        return confirm_study(study, top=top, trials=trials, seeds=seeds, first_seed=first_seed, last_k=last_k,
+                             target=target, workers=workers, device=device, compile=compile,
+                             data_dir=str(data_dir) if data_dir is not None else None,
+                             artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
+                             on_epoch=shown.epoch if shown else None, on_trial=shown.trial if shown else None,
+                             on_batch=shown.batch if shown else None)
+    finally:
+        if shown:
+            shown.close()
 
 
 def export(study: optuna.Study, output: str | os.PathLike = "best_net.py", weights: str | os.PathLike | None = None,

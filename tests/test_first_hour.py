@@ -177,3 +177,16 @@ def test_train_in_a_log_prints_plain_progress_lines_not_a_bar(tiny_mnist, tmp_pa
     assert "MFLOPs/image, full convolutions" in result.stdout and "sgd lr 0.07, batch 128" in result.stdout
     assert re.search(r"epoch 1/1 batch \d+/\d+, [\d,]+ img/s", result.stdout)
     assert "\r" not in result.stdout + result.stderr and "1 epochs" not in result.stdout
+
+
+def test_confirm_says_what_it_retrains_and_how_far_it_is_within_an_epoch(tiny_mnist, tmp_path, monkeypatch, capsys):
+    from mnist_search.search import meter
+
+    study, _ = search(f"sqlite:///{tmp_path / 's.db'}", tiny_mnist, trials=1)
+    monkeypatch.setattr(meter, "PLAIN_EVERY_S", 0.0)
+    capsys.readouterr()
+    ms.confirm(study, top=1, seeds=2, data_dir=tiny_mnist)
+    shown = capsys.readouterr().out
+    assert re.search(r"confirming trial #0 \([\d,]+ params\): 2 seeds \(0-1\) x 2 epochs", shown)
+    assert re.search(r"epoch 2/2 batch \d+/\d+, [\d,]+ img/s", shown) and "seed 1 epoch  2: test" in shown
+    assert "\r" not in shown

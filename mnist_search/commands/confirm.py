@@ -42,29 +42,24 @@ FLAGS = {"top": "--top", "seeds": "--seeds", "workers": "--workers", "first_seed
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.errors import ConfigError
-    from mnist_search.search.confirm import confirm, print_epoch
-    from mnist_search.search.progress import plural
+    from mnist_search.search.confirm import ConfirmProgress, confirm
     from mnist_search.search.runner import load_existing
     from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
     study = load_existing(open_storage(url, create=False), args.study_name)
 
-    def announce(record, epochs: int) -> None:
-        at_once = f", {min(args.workers, args.seeds)} at once" if args.workers > 1 else ""
-        seeds = f"{args.seeds} seeds ({args.first_seed}-{args.first_seed + args.seeds - 1})" if args.seeds > 1 \
-            else f"1 seed ({args.first_seed})"
-        print(f"confirming trial #{record.number} ({record.params:,} params): {seeds} x {plural(epochs, 'epoch')} "
-              f"on all 60,000 training images{at_once}, scored on the test set", flush=True)
-
+    shown = ConfirmProgress(args.seeds, args.first_seed, args.workers)
     try:
         confirmed = confirm(study, top=args.top, trials=args.trial, seeds=args.seeds, first_seed=args.first_seed,
                             last_k=args.last_k, target=args.target, workers=args.workers, device=args.device,
                             compile=args.compile, data_dir=args.data_dir,
-                            artifact_dir=args.artifacts or default_artifact_dir(url), on_epoch=print_epoch,
-                            on_trial=announce)
+                            artifact_dir=args.artifacts or default_artifact_dir(url), on_epoch=shown.epoch,
+                            on_trial=shown.trial, on_batch=shown.batch)
     except ConfigError as exc:
         raise ConfigError(options.flag_spelling(str(exc), FLAGS)) from None
+    finally:
+        shown.close()
     rows = []
     for record, result in confirmed:
         rows.append(summary_row(f"#{record.number}", record.params, result.stats, "yes" if result.consistent else "no"))

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mnist_search.models import analyse, flops_per_image, is_separable
     from mnist_search.models.weights import save_weights
-    from mnist_search.search.meter import plural
+    from mnist_search.search.meter import BatchMeter, plural
     from mnist_search.trainer import (
         TrainConfig,
         build_seeded,
@@ -78,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
         f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}", flush=True
     )
     print("  ".join(f"{c:>10}" for c in COLUMNS), flush=True)
-    meter = BatchMeter(config.epochs, config.batch_size, quiet=getattr(args, "quiet", False))
+    meter = BatchMeter(quiet=getattr(args, "quiet", False))
+    meter.start(config.epochs, config.batch_size)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         meter.write(
             f"{epoch:>10}  {metrics['train_loss']:>10.4f}  {metrics['train_acc']:>10.2f}  {metrics['eval_loss']:>10.4f}"
-            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}", epoch
+            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}", epoch=epoch
         )
 
     model = build_seeded(spec, config.seed)
@@ -120,46 +121,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out / 'metrics.json'} and {out / 'weights.safetensors'}")
     return 0
-
-
-class BatchMeter:
-    """Progress within each epoch: a redrawn bar (batches, images/s, time left) on a terminal,
-    else a plain line at least every 30 s, never a bar's control characters in a log."""
-
-    def __init__(self, epochs: int, batch_size: int, quiet: bool = False) -> None:
-        import sys
-
-        from mnist_search.search.meter import EpochClock, shows_live, tqdm_class
-
-        self.clock = EpochClock(epochs, batch_size)
-        self.live = not quiet and shows_live(sys.stdout)
-        self.quiet = quiet
-        self.bar = tqdm_class()(total=0, leave=False, dynamic_ncols=True, bar_format="{desc}") if self.live else None
-        self.last = time.perf_counter()
-
-    def batch(self, step: int, steps: int) -> None:
-        from mnist_search.search.meter import LIVE_EVERY_S, PLAIN_EVERY_S
-
-        self.clock.batch(step, steps)
-        now = time.perf_counter()
-        if self.bar is not None and now - self.last >= LIVE_EVERY_S:
-            self.last = now
-            self.bar.set_description_str(self.clock.text(), refresh=True)
-        elif self.bar is None and not self.quiet and now - self.last >= PLAIN_EVERY_S:
-            self.last = now
-            print(f"  {self.clock.text()}", flush=True)
-
-    def write(self, line: str, epoch: int) -> None:
-        self.clock.epoch_done(0, epoch)
-        self.last = time.perf_counter()
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _prepare_out_dir(path: str) -> Path:

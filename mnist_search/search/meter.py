@@ -104,3 +104,54 @@ class EpochClock:
         left = self.seconds_left
         return (f"epoch {min(self.epoch, self.epochs)}/{self.epochs}{run} batch {self.step}/{self.steps}, "
                 f"{self.images_per_second:,.0f} img/s" + (f", {duration(left)} left" if left is not None else ""))
+
+
+class BatchMeter:
+    """Progress within the epochs of one training at a time (``train``, ``confirm``): a redrawn
+    line (batches, images/s, time left) on a terminal or in a notebook, else a plain line at
+    least every 30 s; never a bar's control characters in a log. Lines go through ``write``,
+    so they print above the redrawn one."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.live = not quiet and shows_live(self.stream)
+        self.clock: EpochClock | None = None
+        self.bar = None
+        self.last = time.perf_counter()
+
+    def start(self, epochs: int, images_per_step: int, runs: int = 1) -> None:
+        """A new training: ``runs`` trainings of ``epochs`` epochs one after another, each step
+        ``images_per_step`` images."""
+        self.clock = EpochClock(epochs, images_per_step, runs=runs)
+        if self.live and self.bar is None:
+            self.bar = tqdm_class()(total=0, file=self.stream, leave=False, dynamic_ncols=True, bar_format="{desc}")
+
+    def batch(self, step: int, steps: int) -> None:
+        if self.clock is None:
+            return
+        self.clock.batch(step, steps)
+        now = time.perf_counter()
+        if self.bar is not None and now - self.last >= LIVE_EVERY_S:
+            self.last = now
+            self.bar.set_description_str(self.clock.text(), refresh=True)
+        elif self.bar is None and not self.quiet and now - self.last >= PLAIN_EVERY_S:
+            self.last = now
+            print(f"  {self.clock.text()}", file=self.stream, flush=True)
+
+    def write(self, line: str, run: int = 0, epoch: int | None = None) -> None:
+        """Print ``line``; with ``epoch``, that epoch of ``run`` is over."""
+        if epoch is not None and self.clock is not None:
+            self.clock.epoch_done(run, epoch)
+        self.last = time.perf_counter()
+        if self.bar is not None:
+            if epoch is not None:  # the redrawn line would show the finished epoch's last batch
+                self.bar.set_description_str("", refresh=False)
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
