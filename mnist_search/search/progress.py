@@ -203,7 +203,7 @@ class SearchProgress:
         return "; ".join(shown)
 
     def _refresh(self) -> None:
-        self._bar.set_description_str(f"{self._running_text() or 'starting'} | {self.best_text}", refresh=True)
+        self._bar.set_description_str(f"{self._running_text() or 'between trials'} | {self.best_text}", refresh=True)
 
     def _write(self, text: str) -> None:
         if self.silent:
