@@ -29,7 +29,8 @@ def add_artifacts(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="directory holding MNIST/raw/* (default: $MNIST_SEARCH_DATA_DIR, "
+    parser.add_argument("--data-dir", help="directory holding MNIST/raw/* (default: $MNIST_SEARCH_DATA_DIR, else "
+                                           "the one the study was searched on, else ./data when it holds the files, "
                                            "else ~/.cache/mnist-search)")
 
 
