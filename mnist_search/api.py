@@ -1,4 +1,4 @@
-"""The Python API: search, confirm and export, for notebooks and scripts.
+"""The Python API: search, confirm, export, evaluate and report, for notebooks and scripts.
 
 The same library calls the command line makes, with the same progress; nothing here exits the
 process or installs signal handlers, so each function can be called again in the same process.
@@ -7,7 +7,9 @@ Heavy modules (torch, Optuna) are imported when a function is called, not when t
 
 from __future__ import annotations
 
+import inspect
 import os
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ from mnist_search.search.settings import SearchSettings
 if TYPE_CHECKING:
     import optuna
 
+    from mnist_search.search.evaluating import Evaluation
     from mnist_search.search.exporting import Exported
     from mnist_search.search.records import Confirmation, TrialRecord
 
@@ -26,13 +29,14 @@ def search(settings: SearchSettings | None = None, *, storage: str | None = None
     """Run a budget-aware search and return its Optuna study.
 
     Creates the study ``study_name`` in ``storage`` (default $MNIST_SEARCH_STORAGE, else
-    sqlite:///mnist-search.db) or resumes it, and adds ``trials`` trials, showing each epoch's
-    progress unless ``progress`` is False. ``data_dir`` holds MNIST/raw (default
-    $MNIST_SEARCH_DATA_DIR, else ~/.cache/mnist-search); ``artifacts`` is where the trials'
-    weights go (default: beside the SQLite file).
+    sqlite:///mnist-search.db) or resumes it, and adds ``trials`` trials, showing each trial's
+    network and its progress unless ``progress`` is False. ``data_dir`` holds MNIST/raw (default
+    $MNIST_SEARCH_DATA_DIR, else the directory the study was searched on, else ./data when it
+    holds the files, else ~/.cache/mnist-search); ``artifacts`` is where the trials' weights go
+    (default: beside the SQLite file).
 
     The options are those of :class:`SearchSettings`, given as keyword arguments or as
-    ``settings=SearchSettings(...)`` (keywords then override it):
+    ``settings=SearchSettings(...)`` (keywords then override it); each with its default:
     """
     from mnist_search.search.progress import SearchProgress
     from mnist_search.search.runner import Location, run_search
@@ -45,11 +49,36 @@ def search(settings: SearchSettings | None = None, *, storage: str | None = None
     return run_search(chosen, where, SearchProgress(chosen.trials, silent=not progress))
 
 
-search.__doc__ = (search.__doc__ or "") + (SearchSettings.__doc__ or "").split("Attributes:", 1)[-1]
+def _settings_help() -> str:
+    """SearchSettings' attribute descriptions, each with its default, for ``help(search)``."""
+    described = (SearchSettings.__doc__ or "").split("Attributes:", 1)[-1]
+    defaults = {f.name: f.default for f in fields(SearchSettings) if f.default is not MISSING}
+    lines = []
+    for line in described.splitlines():
+        name, colon, rest = line.strip().partition(":")
+        if colon and name in defaults and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            line = f"        {name} (default {defaults[name]!r}):{rest}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _with_settings(function, signature_of=None) -> None:
+    """Show every SearchSettings field as a keyword of ``function`` with its default, so that
+    help() and a notebook's completion list them rather than ``**options``."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    names = {p.name for p in kept}
+    extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+             for f in fields(SearchSettings) if f.name not in names]
+    function.__signature__ = signature.replace(parameters=kept + extra)
+
+
+search.__doc__ = (search.__doc__ or "") + _settings_help()
+_with_settings(search)
 
 
 def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[int] | None = None,
-            first_seed: int = 0, last_k: int = 5, target: float = 99.4, workers: int = 1, device: str = "auto",
+            first_seed: int = 0, last_k: int | None = None, target: float = 99.4, workers: int = 1, device: str = "auto",
             compile: str = "auto", data_dir: str | os.PathLike | None = None,
             artifacts: str | os.PathLike | None = None,
             progress: bool = True) -> list[tuple[TrialRecord, Confirmation]]:
@@ -58,27 +87,36 @@ def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[i
     confirmation in the study and return (trial, confirmation) pairs.
 
     A confirmation judges consistency: every one of the last ``last_k`` epochs of every seed at
-    or above ``target`` percent. ``workers`` trains that many seeds at once in processes.
+    or above ``target`` percent (``last_k`` default: the K the search scored on, at most the
+    trial's epochs). ``workers`` trains that many seeds at once in processes. ``data_dir``
+    default: the directory the study was searched on (then as for :func:`search`).
     """
+    from mnist_search.search.confirm import ConfirmProgress
     from mnist_search.search.confirm import confirm as confirm_study
-    from mnist_search.search.confirm import print_epoch
 
-    return confirm_study(study, top=top, trials=trials, seeds=seeds, first_seed=first_seed, last_k=last_k,
-                         target=target, workers=workers, device=device, compile=compile,
-                         data_dir=str(data_dir) if data_dir is not None else None,
-                         artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
-                         on_epoch=print_epoch if progress else None)
+    shown = ConfirmProgress(seeds, first_seed, workers) if progress else None
+    try:
+        return confirm_study(study, top=top, trials=trials, seeds=seeds, first_seed=first_seed, last_k=last_k,
+                             target=target, workers=workers, device=device, compile=compile,
+                             data_dir=str(data_dir) if data_dir is not None else None,
+                             artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
+                             on_epoch=shown.epoch if shown else None, on_trial=shown.trial if shown else None,
+                             on_batch=shown.batch if shown else None)
+    finally:
+        if shown:
+            shown.close()
 
 
 def export(study: optuna.Study, output: str | os.PathLike = "best_net.py", weights: str | os.PathLike | None = None,
-           *, max_params: int | None = None, artifacts: str | os.PathLike | None = None) -> Exported:
+           *, max_params: int | None = None, artifacts: str | os.PathLike | None = None,
+           force: bool = False) -> Exported:
     """Write the best trial of ``study`` (within ``max_params``) as a standalone module at
     ``output`` and, with ``weights``, the weights that go with it (safetensors).
 
     "Best": the confirmed trial with the highest mean last-K test accuracy, else the trial with
     the highest validation score; a confirmed trial ships its median confirmation seed's weights.
     Outputs never replace the study's store, its weights or each other, and are written whole
-    or not at all.
+    or not at all; a file already at ``output`` or ``weights`` is replaced only with ``force``.
     """
     from mnist_search.search.exporting import export as export_study
     from mnist_search.storage.files import store_files
@@ -86,7 +124,44 @@ def export(study: optuna.Study, output: str | os.PathLike = "best_net.py", weigh
     url = storage_url_of(study)
     return export_study(study, output, weights=weights, max_params=max_params,
                         artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
-                        protected=store_files(url) if url else ())
+                        protected=store_files(url) if url else (), force=force)
+
+
+def evaluate(module: str | os.PathLike = "best_net.py", weights: str | os.PathLike = "best_net.safetensors", *,
+             device: str = "auto", data_dir: str | os.PathLike | None = None) -> Evaluation:
+    """The MNIST test accuracy of an exported ``module`` with its ``weights``: the module is
+    imported as a user would (importing it runs it) and its own ``predict`` classifies the
+    10,000 raw test images. Returns an Evaluation (``.accuracy`` in percent; print it for a
+    line). ``data_dir`` as for :func:`search` (./data when it holds the files).
+    """
+    from mnist_search.search.evaluating import evaluate as evaluate_module
+
+    return evaluate_module(module, weights, device=device, data_dir=data_dir)
+
+
+def report(study: optuna.Study, output: str | os.PathLike = "report") -> list[Path]:
+    """Write ``study``'s leaderboard (leaderboard.md), PNG plots and an index.md into the
+    directory ``output``; returns the paths written."""
+    from mnist_search.search.report import report as write
+
+    return write(study, Path(output))
+
+
+def leaderboard(study: optuna.Study, top: int = 10):
+    """The ``top`` completed trials of ``study`` by score, as a pandas DataFrame indexed by trial
+    number: score, minimum of the judged epochs, parameters, receptive field, epochs, seeds,
+    seconds, and (for confirmed trials) the mean final test accuracy and its spread."""
+    import pandas as pd
+
+    from mnist_search.search.report import confirmations
+    from mnist_search.search.report import leaderboard as rows
+
+    board = pd.DataFrame(rows(study, top), columns=["trial", "score", "last_k_min", "params", "receptive_field",
+                                                    "epochs", "seeds", "state", "seconds"]).set_index("trial")
+    tested = {row["trial"]: row for row in confirmations(study)}
+    board["test_final_mean"] = [tested[n]["final_mean"] if n in tested else None for n in board.index]
+    board["test_final_std"] = [tested[n]["final_std"] if n in tested else None for n in board.index]
+    return board
 
 
 def storage_url_of(study: optuna.Study) -> str | None:

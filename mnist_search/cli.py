@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from mnist_search import __version__
+from mnist_search.commands.options import flag_spelling
 from mnist_search.errors import UserError, WorkFailed
 
 EXIT_FAILED = 1
@@ -36,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb_parsers: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb; ``verb_parsers``, when given, is filled with each verb's own."""
     parser = _Parser(prog="mnist-search", description="Find tiny convolutional networks for MNIST automatically.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
@@ -46,11 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
         command = importlib.import_module(f"mnist_search.commands.{verb}")
         sub = verbs.add_parser(verb, help=command.HELP, description=getattr(command, "DESCRIPTION", command.HELP))
         command.add_arguments(sub)
+        if verb_parsers is not None:
+            verb_parsers[verb] = sub
     return parser
 
 
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Setting name -> flag for the options of ``parser`` whose name has an underscore (data_dir ->
+    --data-dir): the library names settings, and a user of the command knows only its flags."""
+    return {action.dest: max(action.option_strings, key=len) for action in parser._actions
+            if action.option_strings and "_" in action.dest}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    verb_parsers: dict[str, argparse.ArgumentParser] = {}
+    args = build_parser(verb_parsers).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.verbose:  # Optuna's own log too: its INFO lines repeat our progress, so only -v shows them
@@ -69,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command.run(args)
     except UserError as exc:
-        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {flag_spelling(str(exc), flags_of(verb_parsers[args.verb]))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except WorkFailed as exc:
         print(f"{prefix}: failed: {exc}", file=sys.stderr)

@@ -26,5 +26,13 @@ class StorageError(UserError):
     """The study store cannot be used: missing, read-only, full, another program's, or of another Optuna version."""
 
 
+class OutputExists(UserError):
+    """An output would replace a file already there, which was not asked for."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class WorkFailed(Exception):
     """The work ran but did not succeed (a worker process died, training diverged): exit code 1."""

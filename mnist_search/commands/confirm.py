@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="seeds trained at once, each in its own process with its share of the CPU cores "
                              "(default 1); on a GPU they share it")
-    parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, help=f"epochs judged (default {DEFAULT_LAST_K})")
+    parser.add_argument("--last-k", type=int,
+                        help=f"final epochs judged (default: the search's last-K, {DEFAULT_LAST_K} unless it set "
+                             "another, at most the trial's epochs)")
     parser.add_argument("--target", type=float, default=99.4,
                         help="test accuracy every last-K epoch must reach (default 99.4)")
     options.add_device(parser)
@@ -40,34 +42,32 @@ FLAGS = {"top": "--top", "seeds": "--seeds", "workers": "--workers", "first_seed
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.errors import ConfigError
-    from mnist_search.search.confirm import confirm, print_epoch
+    from mnist_search.search.confirm import ConfirmProgress, confirm
     from mnist_search.search.runner import load_existing
     from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
     study = load_existing(open_storage(url, create=False), args.study_name)
 
-    def announce(record, epochs: int) -> None:
-        at_once = f", {min(args.workers, args.seeds)} at once" if args.workers > 1 else ""
-        print(f"confirming trial #{record.number} ({record.params:,} params): {args.seeds} seeds "
-              f"({args.first_seed}-{args.first_seed + args.seeds - 1}) x {epochs} epochs on all 60,000 training "
-              f"images{at_once}, scored on the test set", flush=True)
-
+    shown = ConfirmProgress(args.seeds, args.first_seed, args.workers)
     try:
         confirmed = confirm(study, top=args.top, trials=args.trial, seeds=args.seeds, first_seed=args.first_seed,
                             last_k=args.last_k, target=args.target, workers=args.workers, device=args.device,
                             compile=args.compile, data_dir=args.data_dir,
-                            artifact_dir=args.artifacts or default_artifact_dir(url), on_epoch=print_epoch,
-                            on_trial=announce)
+                            artifact_dir=args.artifacts or default_artifact_dir(url), on_epoch=shown.epoch,
+                            on_trial=shown.trial, on_batch=shown.batch)
     except ConfigError as exc:
         raise ConfigError(options.flag_spelling(str(exc), FLAGS)) from None
+    finally:
+        shown.close()
     rows = []
     for record, result in confirmed:
         rows.append(summary_row(f"#{record.number}", record.params, result.stats, "yes" if result.consistent else "no"))
         if result.raw is not None:  # the same runs' raw (unaveraged) weights, for comparison
             rows.append(summary_row("  raw", record.params, result.raw, ""))
-    print(format_table(["trial", "params", "final test %", f"last-{args.last_k} test %", "min", f">= {args.target}"],
-                       rows))
+    judged = sorted({result.last_k for _, result in confirmed})
+    last = f"last-{judged[0]}" if len(judged) == 1 else "last-K"
+    print(format_table(["trial", "params", "final test %", f"{last} test %", "min", f">= {args.target}"], rows))
     return 0
 
 

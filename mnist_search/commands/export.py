@@ -19,11 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="best_net.py", help="module to write (default best_net.py)")
     parser.add_argument("--weights", help="also write the trial's weights here (safetensors)")
     parser.add_argument("--max-params", type=int, help="pick the best trial with at most this many parameters")
+    parser.add_argument("--force", action="store_true", help="replace the module and weights files if they exist")
     options.add_artifacts(parser)
     options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_search.errors import OutputExists, UserError
     from mnist_search.search.exporting import export
     from mnist_search.search.runner import load_existing
     from mnist_search.storage import default_artifact_dir, mask_password, open_storage, resolve_storage_url
@@ -32,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
     study = load_existing(open_storage(url, create=False), args.study_name)
     artifact_dir = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
-    done = export(study, args.output, weights=args.weights, max_params=args.max_params, artifact_dir=artifact_dir,
-                  protected=store_files(url), source_label=mask_password(url))
+    try:
+        done = export(study, args.output, weights=args.weights, max_params=args.max_params, artifact_dir=artifact_dir,
+                      protected=store_files(url), source_label=mask_password(url), force=args.force)
+    except OutputExists as exc:
+        raise UserError(f"{exc.path} exists already; add --force to replace it") from None
     record = done.trial
     print(f"wrote {done.module}: trial #{record.number}, score {record.score:.3f}, {record.params:,} params")
     if done.weights is not None:

@@ -29,7 +29,8 @@ def add_artifacts(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="directory holding MNIST/raw/* (default: $MNIST_SEARCH_DATA_DIR, "
+    parser.add_argument("--data-dir", help="directory holding MNIST/raw/* (default: $MNIST_SEARCH_DATA_DIR, else "
+                                           "the one the study was searched on, else ./data when it holds the files, "
                                            "else ~/.cache/mnist-search)")
 
 
@@ -56,5 +57,6 @@ def flag_spelling(message: str, flags: dict[str, str]) -> str:
         message = f"{flags[name]} {rest}"
     for setting, flag in flags.items():
         if "_" in setting:
-            message = re.sub(rf"(?<![\w-]){setting}\b", flag, message)
+            # Not inside a path or a name (.../data_dir/..., my_data_dir): only the setting itself.
+            message = re.sub(rf"(?<![\w/.-]){setting}(?![\w/-])", flag, message)
     return message

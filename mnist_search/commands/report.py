@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mnist_search.commands import options
-from mnist_search.errors import UserError
 
 HELP = "leaderboard and PNG plots of a study, with an index page"
 
@@ -18,17 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_search.search.report import write_report  # matplotlib is slow to import
+    from mnist_search.search.report import report  # matplotlib is slow to import
     from mnist_search.search.runner import load_existing
     from mnist_search.storage import open_storage, resolve_storage_url
 
     study = load_existing(open_storage(resolve_storage_url(args.storage), create=False), args.study_name)
-    if not study.get_trials(deepcopy=False):
-        raise UserError(f"study {study.study_name!r} has no trials yet; run `mnist-search run` first")
-    try:
-        written = write_report(study, Path(args.output))
-    except OSError as exc:
-        raise UserError(f"cannot write the report to {args.output}: {exc.strerror or exc}; choose another --output") from None
-    for path in written:
+    for path in report(study, args.output):
         print(f"wrote {path}")
     return 0

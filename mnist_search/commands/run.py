@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
         study = run_search(settings, where, progress)
     except UserError as exc:
         raise respelled(exc) from None
-    print(progress.summary(study))
-    storage_flag = f" --storage {mask_password(where.storage_url)}" if args.storage else ""
-    print(f"next: mnist-search export{storage_flag} --study-name {study.study_name} --output best_net.py "
-          "--weights best_net.safetensors", file=sys.stdout)
+    where_flags = (f" --storage {mask_password(where.storage_url)}" if args.storage else "") + \
+        (f" --study-name {study.study_name}" if study.study_name != "mnist-search" else "")
+    print(f"next: mnist-search confirm{where_flags} --top 3 --seeds 3 (the test set), then mnist-search export"
+          f"{where_flags} --output best_net.py --weights best_net.safetensors", file=sys.stdout)
     return 0

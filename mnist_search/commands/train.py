@@ -57,10 +57,9 @@ def _teacher(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mnist_search.models import analyse
+    from mnist_search.models import analyse, flops_per_image, is_separable
     from mnist_search.models.weights import save_weights
+    from mnist_search.search.meter import BatchMeter, plural
     from mnist_search.trainer import (
         TrainConfig,
         build_seeded,
@@ -87,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
                            distill_weight=args.distill_weight if args.distill_weight is not None
                            else 0.5 if teacher is not None else None)
     device = resolve_device(args.device)
-    data = load_mnist(args.data_dir, val_size=args.val_size)  # before the output directory: bad data leaves none
+    from mnist_search.search.data_dir import data_dir_for
+
+    data = load_mnist(data_dir_for(args.data_dir), val_size=args.val_size)  # before the output dir: bad data leaves none
     out = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     train, evaluate_on = splits_for(data, args.eval)
     compile_model = should_compile(args.compile, config, len(train), str(device))
@@ -99,37 +100,34 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(note)
 
+    kind = "depthwise-separable" if is_separable(spec) else "full convolutions"
     print(
-        f"training {name} ({analysis.params:,} params, RF {analysis.receptive_field}) on {device} "
-        f"for {config.epochs} epochs; {len(train):,} training images, evaluating on {args.eval} "
-        f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}"
+        f"training {name} ({analysis.params:,} params, {flops_per_image(spec) / 1e6:.2f} MFLOPs/image, {kind}, RF "
+        f"{analysis.receptive_field}) on {device} for {plural(config.epochs, 'epoch')}, {config.optimizer} lr {config.lr:.3g}, "
+        f"batch {config.batch_size}; {len(train):,} training images, evaluating on {args.eval} "
+        f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}", flush=True
     )
-    print("  ".join(f"{c:>10}" for c in COLUMNS))
-    bar = tqdm(total=0, leave=False, unit="batch", dynamic_ncols=True, disable=getattr(args, "quiet", False))
-
-    def on_batch(step: int, total: int) -> None:
-        if step == 1:
-            bar.reset(total=total)
-        bar.update(1)
+    print("  ".join(f"{c:>10}" for c in COLUMNS), flush=True)
+    meter = BatchMeter(quiet=getattr(args, "quiet", False))
+    meter.start(config.epochs, config.batch_size)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
-        bar.clear()
-        tqdm.write(
+        meter.write(
             f"{epoch:>10}  {metrics['train_loss']:>10.4f}  {metrics['train_acc']:>10.2f}  {metrics['eval_loss']:>10.4f}"
-            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}"
+            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}", epoch=epoch
         )
 
     model = build_seeded(spec, config.seed)
     started = time.perf_counter()
     try:
-        result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=on_batch,
+        result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=meter.batch,
                      compile_model=compile_model, teacher=teacher)
     except BaseException:  # interrupted or crashed: leave no empty output directory behind
-        bar.close()
+        meter.close()
         if not any(out.iterdir()):
             out.rmdir()
         raise
-    bar.close()
+    meter.close()
     wall = time.perf_counter() - started
 
     save_weights(model, out / "weights.safetensors")
@@ -149,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     last = accs[-5:]
     print(
         f"done in {wall:.1f} s: final {args.eval} accuracy {accs[-1]:.2f}%, best {max(accs):.2f}%, "
-        f"last {len(last)} epochs min {min(last):.2f}% mean {sum(last) / len(last):.2f}%"
+        f"last {plural(len(last), 'epoch')} min {min(last):.2f}% mean {sum(last) / len(last):.2f}%"
     )
     print(f"wrote {out / 'metrics.json'} and {out / 'weights.safetensors'}")
     return 0

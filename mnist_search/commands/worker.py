@@ -21,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     settings = run_command.settings_from(args, trials=args.trials if args.trials is not None else 1)
     progress = run_command.progress_for(args, settings)
     try:
-        study = join_search(settings, run_command.location_from(args), progress)
+        join_search(settings, run_command.location_from(args), progress)
     except UserError as exc:
         raise run_command.respelled(exc) from None
-    print(progress.summary(study))
     return 0

@@ -4,7 +4,15 @@
 read specs (presets, summary) start without it.
 """
 
-from mnist_search.models.analysis import Analysis, LayerInfo, analyse, count_params, validate
+from mnist_search.models.analysis import (
+    Analysis,
+    LayerInfo,
+    analyse,
+    count_params,
+    flops_per_image,
+    is_separable,
+    validate,
+)
 from mnist_search.models.presets import PRESETS, Preset, get_preset
 from mnist_search.models.spec import GAP, INPUT_SHAPE, NUM_CLASSES, ArchSpec, Conv, MaxPool
 
@@ -23,7 +31,9 @@ __all__ = [
     "analyse",
     "build",
     "count_params",
+    "flops_per_image",
     "get_preset",
+    "is_separable",
     "validate",
 ]
 

@@ -99,6 +99,35 @@ def count_params(spec: ArchSpec) -> int:
     return total
 
 
+def flops_per_image(spec: ArchSpec) -> int:
+    """Floating-point operations of one image's forward pass through the convolutions: two per
+    multiply-add (the usual convention). Norms, ReLUs and pooling add under a few percent at
+    these sizes and are left out. A shared conv is counted each time it runs."""
+    channels, size, total = INPUT_SHAPE[0], INPUT_SHAPE[1], 0
+    for layer in spec.layers:
+        if isinstance(layer, Conv):
+            size = size + 2 * layer.pad - (layer.dilation * (layer.k - 1) + 1) + 1
+            total += 2 * layer.out * size * size * (channels // layer.groups) * layer.k * layer.k
+            channels = layer.out
+        elif isinstance(layer, MaxPool):
+            size //= layer.k
+        elif isinstance(layer, GAP):
+            size = 1
+    return total
+
+
+def is_separable(spec: ArchSpec) -> bool:
+    """Whether the network has a depthwise convolution (one filter per input channel), the first
+    half of a depthwise-separable pair: a different cost on the CPU than full convolutions."""
+    channels = INPUT_SHAPE[0]
+    for layer in spec.layers:
+        if isinstance(layer, Conv):
+            if layer.groups > 1 and layer.groups == channels:
+                return True
+            channels = layer.out
+    return False
+
+
 def analyse(spec: ArchSpec) -> Analysis:
     """Per-layer output shape, parameters and receptive field; raises SpecError for impossible nets."""
     channels, size = INPUT_SHAPE[0], INPUT_SHAPE[1]

@@ -1,4 +1,7 @@
-"""The hand-made networks of ../shared/seeds/ as presets, with the recipe each write-up states.
+"""The hand-made networks of the seed write-ups as presets, with the recipe each write-up states.
+
+The write-ups are public course assignments (their notebooks are linked in each ``source``);
+copies of their text sit outside this repository, beside its checkout, in ../shared/seeds/.
 
 ``recipe`` holds TrainConfig fields as a plain dict (``models`` imports nothing of the
 project; the trainer turns it into a TrainConfig). ``reported_test_acc`` is the per-epoch
@@ -99,7 +102,7 @@ PRESETS: dict[str, Preset] = {
             name="seed001-exp4",
             spec=_seed001(8),
             recipe=_SEED001_RECIPE,
-            source="seed001 (001_ad5a048c307ce6ee.txt) Experiment 4",
+            source="seed001 write-up (../shared/seeds/001_ad5a048c307ce6ee.txt) Experiment 4",
             reported_params=7288,
             reported_test_acc=(97.78, 98.52, 99.03, 98.62, 99.04, 99.13, 99.40, 99.37, 99.43, 99.42,
                                99.38, 99.41, 99.42, 99.42, 99.41),
@@ -109,7 +112,7 @@ PRESETS: dict[str, Preset] = {
             name="seed001-exp5",
             spec=_seed001(9),
             recipe=_SEED001_RECIPE,
-            source="seed001 (001_ad5a048c307ce6ee.txt) Experiment 5",
+            source="seed001 write-up (../shared/seeds/001_ad5a048c307ce6ee.txt) Experiment 5",
             reported_params=7753,
             reported_test_acc=(98.18, 98.43, 99.12, 99.00, 99.23, 99.22, 99.43, 99.48, 99.45, 99.45,
                                99.50, 99.49, 99.49, 99.50, 99.52),
@@ -125,7 +128,7 @@ PRESETS: dict[str, Preset] = {
                 "scheduler": "step", "step_size": 1, "gamma": (0.07 - 0.1 / 15) / 0.07,
                 "rotation": 7.0,
             },
-            source="seed002 (002_716df97f743fed76.txt) 3rd attempt",
+            source="seed002: github.com/ojhajayant/EVA8 session_4/EVA8_session4_assignment_3rd_attempt.ipynb",
             reported_params=7684,
             # Per-epoch figures from the attempt's notebook (EVA8 course notebook for lesson 4, 3rd attempt).
             reported_test_acc=(97.92, 98.80, 98.96, 99.07, 99.09, 99.30, 99.07, 99.18, 99.22, 99.48,
@@ -142,7 +145,7 @@ PRESETS: dict[str, Preset] = {
                 # rotation, zoom up to 1/sqrt(0.85) and the shift such a crop allows.
                 "rotation": 7.0, "scale_min": 1.0, "scale_max": 1.085, "translate": 0.04,
             },
-            source="seed003 (003_47b70a4ee507cc9f.txt) Code-8",
+            source="seed003: github.com/Shilpaj1994/ERA Session7/F8.ipynb (Code-8)",
             reported_params=7884,
             # Per-epoch figures from the Code-8 notebook (ERA course notebook for lesson 7, F8.ipynb).
             reported_test_acc=(97.78, 98.59, 98.92, 98.81, 98.91, 99.06, 99.19, 99.22, 99.16, 99.44,

@@ -12,11 +12,15 @@ import optuna
 import torch
 from safetensors.torch import load, save
 
+from mnist_search.defaults import DEFAULT_LAST_K
 from mnist_search.errors import ConfigError, SpecError, UserError
 from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
+from mnist_search.search.data_dir import data_dir_for
+from mnist_search.search.meter import BatchMeter
 from mnist_search.search.processes import run_processes
+from mnist_search.search.progress import plural
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
 from mnist_search.trainer import (
     TrainConfig,
@@ -34,10 +38,11 @@ EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, ep
 
 
 def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, seeds: int = 3, first_seed: int = 0,
-            last_k: int = 5, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
+            last_k: int | None = None, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
             data_dir: str | os.PathLike | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
             fuse: bool = True, on_epoch: EpochCallback | None = None,
-            on_trial: Callable[[TrialRecord, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
+            on_trial: Callable[[TrialRecord, int], None] | None = None,
+            on_batch: Callable[[int, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
     """Retrain the ``top`` best completed trials (or the numbers in ``trials``) with ``seeds`` training
     seeds from ``first_seed`` on all 60k training images, scoring the test set every epoch; store each
     trial's :class:`Confirmation` in the study (replacing an earlier one) and each seed's weights as
@@ -46,20 +51,27 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
     seed as its own run would, one kernel sequence for all), one after another when the
     network has a layer fused training does not support.
 
+    ``last_k`` is how many final epochs a confirmation judges (default: the trial's own last-K
+    from the search, at most its epochs). Without ``data_dir`` the study's own data directory is
+    read (see data_dir_for).
+
     ``on_trial(record, epochs)`` is called before a trial's seeds train; ``on_epoch`` after each
-    epoch of each seed (in the worker processes too, so there it must be a module-level function).
+    epoch of each seed (in the worker processes, :func:`print_epoch` stands in for it);
+    ``on_batch(step, steps_per_epoch)`` after each batch trained in this process.
+    :class:`ConfirmProgress` provides all three.
     """
     for name, value, low in (("top", top, 1), ("seeds", seeds, 1), ("workers", workers, 1),
-                             ("first_seed", first_seed, 0), ("last_k", last_k, 1)):
+                             ("first_seed", first_seed, 0), ("last_k", 1 if last_k is None else last_k, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
     if first_seed + seeds > 2**31:
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
-    data_dir = str(data_dir) if data_dir is not None else None
+    data_dir = data_dir_for(data_dir, study)
     chosen = choose(study, top, trials)
     for record in chosen:
-        if record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
-            raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s {record.epochs_per_seed} epochs")
+        if last_k is not None and record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
+            raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s "
+                              f"{plural(record.epochs_per_seed, 'epoch')}; use at most {record.epochs_per_seed}")
     device = str(resolve_device(device))
     artifacts = Path(artifact_dir)
     try:  # before hours of training, not after them
@@ -79,15 +91,22 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
                             "compile": compile, "data_dir": data_dir, "trial": record.number, "teacher": teacher})
                 for seed in range(first_seed, first_seed + seeds)]
         if workers == 1:
-            trained = _train_fused(jobs, data, on_epoch) if seeds > 1 and fuse else None
-            trained = trained or [train_seed(job, data, on_epoch) for job in jobs]
+            trained = _train_fused(jobs, data, on_epoch, on_batch) if seeds > 1 and fuse else None
+            trained = trained or [train_seed(job, data, on_epoch, on_batch) for job in jobs]
         else:
             trained = _train_in_processes(jobs, min(workers, seeds), on_epoch)
         runs = [_store(study, record, run, blob, artifacts) for run, blob in trained]
-        result = Confirmation(runs=tuple(runs), last_k=last_k, target=target)
+        result = Confirmation(runs=tuple(runs), last_k=last_k or judged_epochs(record), target=target)
         study.set_user_attr(records.confirm_key(record.number), result.to_dict())
         confirmed.append((record, result))
     return confirmed
+
+
+def judged_epochs(record: TrialRecord) -> int:
+    """The final epochs a confirmation of ``record`` judges by default: those its search score
+    averaged, never more than it trains."""
+    epochs = record.epochs_per_seed or DEFAULT_LAST_K
+    return min(record.last_k or DEFAULT_LAST_K, epochs)
 
 
 def choose(study: optuna.Study, top: int, numbers: list[int] | None) -> list[TrialRecord]:
@@ -112,7 +131,8 @@ def choose(study: optuna.Study, top: int, numbers: list[int] | None) -> list[Tri
     return chosen
 
 
-def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tuple[dict, bytes]:
+def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None,
+               on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, bytes]:
     """Train one confirmation seed described by ``job`` (JSON): its run record and its final weights
     (safetensors bytes). ``data`` is loaded from the job's data directory when not given."""
     task = json.loads(job)
@@ -125,7 +145,7 @@ def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None) -> tu
         if on_epoch:
             on_epoch(task["trial"], config.seed, epoch, metrics)
 
-    result = fit(model, config, train, data.test, device=task["device"], on_epoch=epoch_done,
+    result = fit(model, config, train, data.test, device=task["device"], on_epoch=epoch_done, on_batch=on_batch,
                  compile_model=should_compile(task["compile"], config, len(train), task["device"]),
                  teacher=_teacher(task, config))
     return _run_record(config, result, task["device"]), _weights(model)
@@ -163,7 +183,8 @@ def _weights(model) -> bytes:
     return save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()})
 
 
-def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]] | None:
+def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None,
+                 on_batch: Callable[[int, int], None] | None = None) -> list[tuple[dict, bytes]] | None:
     """Train every seed of ``jobs`` (one network, one recipe) at once as one fused network; None
     when the network has a layer fused training does not support."""
     tasks = [json.loads(job) for job in jobs]
@@ -183,6 +204,7 @@ def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None) -> list[
                     on_epoch(first["trial"], seed, epoch, seed_metrics)
 
     fitted = fit_seeds(spec, config, seeds, train, data.test, device=first["device"], on_epoch=epoch_done,
+                       on_batch=on_batch,
                        compile_model=should_compile(first["compile"], config, len(train), first["device"]),
                        teacher=_teacher(first, config))
     return [(_run_record(config.replace(seed=f.seed), f.result, first["device"]), _weights(f.model)) for f in fitted]
@@ -204,10 +226,58 @@ def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback |
     return trained
 
 
+def epoch_line(seed: int, epoch: int, metrics: dict) -> str:
+    raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
+    return f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}"
+
+
 def print_epoch(trial: int, seed: int, epoch: int, metrics: dict) -> None:
     """One line per seed and epoch (module-level: worker processes print it too)."""
-    raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
-    print(f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}", flush=True)
+    print(epoch_line(seed, epoch, metrics), flush=True)
+
+
+class ConfirmProgress:
+    """What a confirmation shows: a line per trial before its seeds train, a line per seed and
+    epoch, and, for seeds trained in this process, the batch, images per second and time left
+    (a redrawn line on a terminal or in a notebook, a line at least every 30 s in a log)."""
+
+    def __init__(self, seeds: int, first_seed: int = 0, workers: int = 1, fuse: bool = True) -> None:
+        self.seeds, self.first_seed, self.workers, self.fuse = seeds, first_seed, workers, fuse
+        self.meter = BatchMeter()
+        self.fused = False
+
+    def trial(self, record: TrialRecord, epochs: int) -> None:
+        """``on_trial``: the trial about to be confirmed."""
+        at_once = f", {min(self.workers, self.seeds)} at once" if self.workers > 1 else ""
+        last = self.first_seed + self.seeds - 1
+        seeds = f"{self.seeds} seeds ({self.first_seed}-{last})" if self.seeds > 1 else f"1 seed ({self.first_seed})"
+        spec = ArchSpec.from_dict(record.spec)
+        self.fused = self.workers == 1 and self.seeds > 1 and self.fuse and _fusable(spec)
+        if self.workers == 1:
+            batch = int(record.config.get("batch_size", 1)) if record.config else 1
+            self.meter.start(epochs, batch * (self.seeds if self.fused else 1), runs=1 if self.fused else self.seeds)
+        self.meter.write(f"confirming trial #{record.number} ({record.params:,} params): {seeds} x "
+                         f"{plural(epochs, 'epoch')} on all 60,000 training images{at_once}, scored on the test set")
+
+    def epoch(self, trial: int, seed: int, epoch: int, metrics: dict) -> None:
+        """``on_epoch``."""
+        self.meter.write(epoch_line(seed, epoch, metrics), run=0 if self.fused else seed - self.first_seed,
+                         epoch=epoch)
+
+    def batch(self, step: int, steps: int) -> None:
+        """``on_batch``."""
+        self.meter.batch(step, steps)
+
+    def close(self) -> None:
+        self.meter.close()
+
+
+def _fusable(spec: ArchSpec) -> bool:
+    try:
+        check_fusable(spec)
+    except SpecError:
+        return False
+    return True
 
 
 def _seed_with_progress(job: str) -> tuple[dict, bytes]:

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import optuna
 
-from mnist_search.errors import UserError
+from mnist_search.errors import OutputExists, UserError
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.export import export_source, relative_weights_path
 from mnist_search.search.artifacts import read_weights
+from mnist_search.search.meter import plural
 from mnist_search.search.records import Confirmation, RecordError, TrialRecord, best_trial, confirmation
 from mnist_search.trainer import TrainConfig
 
@@ -41,13 +42,13 @@ class Exported:
 
 def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.PathLike | None = None,
            max_params: int | None = None, artifact_dir: str | os.PathLike | None = None,
-           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "") -> Exported:
+           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "", force: bool = False) -> Exported:
     """Write the best trial of ``study`` (within ``max_params``) as a module at ``output`` and,
     with ``weights``, its weights there (safetensors).
 
     ``artifact_dir`` holds the trials' weights; ``protected`` names further files no output may
     replace (the store's files); ``source_label`` says where the study lives (no password) in the
-    module's docstring.
+    module's docstring. An output that exists already is refused unless ``force``.
     """
     record = best_trial(study, max_params)
     spec = ArchSpec.from_dict(record.spec)
@@ -59,7 +60,7 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
     module_path = Path(output)
     weights_path = Path(weights) if weights is not None else None
     artifacts = Path(artifact_dir) if artifact_dir is not None else None
-    _check_outputs(module_path, weights_path, artifacts, protected)
+    _check_outputs(module_path, weights_path, artifacts, protected, force)
 
     artifact_id, sha256, owner, weights_line = weights_source(record, confirmed)
     blob = None
@@ -142,8 +143,8 @@ def confirmation_lines(confirmed: Confirmation | None) -> list[str]:
         return ["Not confirmed on the test set yet (run `mnist-search confirm`)."]
     s, k = confirmed.stats, confirmed.last_k
     lines = [
-        f"Confirmed on the MNIST test set ({len(confirmed.runs)} seeds, trained on all 60,000 training images):",
-        f"  final test accuracy {s.final_mean:.2f} +- {s.final_std:.2f}%; last {k} epochs {s.last_k_mean:.2f}"
+        f"Confirmed on the MNIST test set ({plural(len(confirmed.runs), 'seed')}, trained on all 60,000 training images):",
+        f"  final test accuracy {s.final_mean:.2f} +- {s.final_std:.2f}%; last {plural(k, 'epoch')} {s.last_k_mean:.2f}"
         f" +- {s.last_k_std:.2f}%, minimum {s.last_k_min:.2f}%; every last-{k} epoch of every seed >="
         f" {confirmed.target:g}%: {'yes' if confirmed.consistent else 'no'}",
     ]
@@ -163,7 +164,7 @@ def averaging_lines(config: TrainConfig) -> list[str]:
 
 
 def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None,
-                   protected: tuple[str | os.PathLike, ...]) -> None:
+                   protected: tuple[str | os.PathLike, ...], force: bool = False) -> None:
     """Refuse outputs that would replace the store, an artifact, an input or each other."""
     outputs = [("module", module)] + ([("weights", weights)] if weights is not None else [])
     resolved = {what: path.resolve() for what, path in outputs}
@@ -181,6 +182,9 @@ def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None
                             " trials' weights; choose a path outside it")
         if not target.parent.is_dir():
             raise UserError(f"the directory of the {what} output {path} does not exist; create it first")
+    for what, path in outputs:
+        if not force and resolved[what].exists():
+            raise OutputExists(f"{path} exists already (an earlier export?); set force to replace it", str(path))
 
 
 def write_all_or_nothing(outputs: list[tuple[Path, bytes]]) -> None:

@@ -22,6 +22,16 @@ from mnist_search.search.space import Infeasible, sample_choices, sample_config,
 from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, fit_seeds, should_compile
 from mnist_search.trainer.fusion import check_fusable
 
+SCORE_DIGITS = 6
+
+
+def fusable(spec: ArchSpec) -> bool:
+    try:
+        check_fusable(spec)
+    except SpecError:
+        return False
+    return True
+
 
 class TrainingDiverged(Exception):
     """The trial's training blew up; Optuna records the trial as FAIL and the study goes on."""
@@ -55,6 +65,11 @@ class Objective:
     seeds: int = 1
     # Called after every epoch of every seed: (trial number, seed index, epoch, metrics); for progress.
     on_epoch: Callable[[int, int, int, dict], None] | None = None
+    # Called once a trial's network and recipe are sampled, before it trains: (trial number, spec,
+    # config, whether its seeds train fused); and after every batch: (trial number, seed index or
+    # None when all its seeds train at once, step, steps per epoch). For progress.
+    on_start: Callable[[int, ArchSpec, TrainConfig, bool], None] | None = None
+    on_batch: Callable[[int, int | None, int, int], None] | None = None
     # Who trains the trial (host:pid), so a supervisor can fail the trials of a worker that died.
     worker: str | None = None
     # Train the seeds as one fused network (fit_seeds): they advance together and the pruner sees
@@ -85,6 +100,9 @@ class Objective:
             trial.set_user_attr(key, value)
 
         save_note(trial, architecture_note(spec, config))
+        fused = self.seeds > 1 and self.fuse_seeds and fusable(spec)
+        if self.on_start is not None:
+            self.on_start(trial.number, spec, config, fused)
         started = time.perf_counter()
         histories: list[list[dict]] = []
         if self.seeds > 1 and self.fuse_seeds:
@@ -98,7 +116,9 @@ class Objective:
         if self.seeds > 1:
             trial.set_user_attr("seed_scores", scores)
         trial.set_user_attr("last_k_min", min(m["eval_acc"] for history in histories for m in history[-self.last_k:]))
-        value = statistics.fmean(scores)
+        # Rounded to the precision an accuracy on a few thousand images has, so the stored score
+        # (and the dashboard's) reads 99.504, not 99.50399999999999.
+        value = round(statistics.fmean(scores), SCORE_DIGITS)
         return (value, analysis.params) if self.pareto else value
 
     def _train_fused(self, trial: optuna.Trial, spec: ArchSpec, config: TrainConfig, histories: list[list[dict]],
@@ -129,6 +149,7 @@ class Objective:
                          f"epoch {epoch} (mean of {len(seeds)} seeds)")
 
         fitted = fit_seeds(spec, config, seeds, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
+                           on_batch=self._batches(trial.number, None),
                            compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device),
                            teacher=self.teacher)
         failed = next((f for f in fitted if f.result.status != "completed"), None)
@@ -138,11 +159,18 @@ class Objective:
             raise TrainingDiverged(f"seed {seeds.index(failed.seed) + 1}: {failed.result.message}")
         self._store(trial, fitted[0].model)
 
+    def _batches(self, number: int, seed: int | None) -> Callable[[int, int], None] | None:
+        """The trainer's per-batch callback for trial ``number``'s seed ``seed``, when progress wants one."""
+        if self.on_batch is None:
+            return None
+        on_batch = self.on_batch
+        return lambda step, steps: on_batch(number, seed, step, steps)
+
     def _report(self, trial: optuna.Trial, accuracy: float, step: int, started: float, where: str) -> None:
         """Report ``accuracy`` at ``step`` and stop the trial if the pruner says so."""
         if self.pareto:
             return
-        trial.report(accuracy, step)
+        trial.report(round(accuracy, SCORE_DIGITS), step)
         if trial.should_prune():
             trial.set_user_attr("seconds", time.perf_counter() - started)
             raise optuna.TrialPruned(f"pruned after {where} at {accuracy:.2f}%")
@@ -179,6 +207,7 @@ class Objective:
 
         model = build_seeded(spec, config.seed)
         result = fit(model, config, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
+                     on_batch=self._batches(trial.number, index),
                      compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device),
                      teacher=self.teacher)
         if result.status != "completed":

@@ -50,6 +50,7 @@ SEED_LAYOUT = "seed_layout"  # "fused": a trial's seeds trained together, pruned
 # Study user attributes.
 CONFIRM_PREFIX = "confirm:"  # + trial number: that trial's Confirmation
 SETTINGS = "settings"  # the SearchSettings the study was created with (JSON object)
+DATA_DIR = "data_dir"  # the directory of MNIST files its trials trained on, absolute
 
 DEVICES = ("cpu", "cuda", "mps")
 

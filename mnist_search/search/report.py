@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from mnist_search.models import PRESETS, analyse
 from mnist_search.search import records
+from mnist_search.search.meter import plural
 from mnist_search.search.study import score
 
 TOP = 10
@@ -147,6 +148,18 @@ def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return front
 
 
+def report(study: optuna.Study, output: str | Path = "report") -> list[Path]:
+    """Write ``study``'s leaderboard, plots and index.md into the directory ``output``; the files written."""
+    from mnist_search.errors import UserError
+
+    if not study.get_trials(deepcopy=False):
+        raise UserError(f"study {study.study_name!r} has no trials yet; run a search first")
+    try:
+        return write_report(study, Path(output))
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}; choose another output") from None
+
+
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
     """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
     done = records.completed(study)  # checked: a damaged or foreign record is one line here, not a traceback later
@@ -250,7 +263,7 @@ def epoch_curves(study: optuna.Study, rows: list[dict]) -> Figure | str:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"Validation accuracy after each epoch, top {len(curves)} trials by score")
+    ax.set_title(f"Validation accuracy after each epoch, top {plural(len(curves), 'trial')} by score")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return figure
@@ -319,7 +332,7 @@ def _index(study: optuna.Study, rows: list[dict], plots: dict[str, Figure | str]
     lines = [
         f"# Study {study.study_name!r}",
         "",
-        f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
+        f"{plural(len(trials), 'trial')}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
         "Score: mean validation accuracy over the last epochs (held-out 10k of the training set), averaged over "
         "the trial's training seeds when it trained several.",
         "",

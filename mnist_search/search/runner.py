@@ -9,8 +9,9 @@ import contextlib
 import json
 import os
 import socket
+import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -18,9 +19,10 @@ import torch
 
 from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
+from mnist_search.search.data_dir import data_dir_for, remember
 from mnist_search.search.objective import Objective, TrainingDiverged
 from mnist_search.search.processes import Outcome, run_processes
-from mnist_search.search.progress import SearchProgress, counts
+from mnist_search.search.progress import SearchProgress, counts, plural
 from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
 from mnist_search.search.warm_start import best_of, enqueue
@@ -54,20 +56,24 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     """Add ``settings.trials`` trials to the study at ``where`` (created if new) and return it.
 
     Bad input (data, storage, incompatible study) fails before any trial starts. With
-    ``settings.workers`` > 1 the trials are split over that many local processes.
+    ``settings.workers`` > 1 the trials are split over that many local processes. Without a
+    data directory, a study that exists reads the one it was searched on (see data_dir_for).
     """
     check_study_name(where.study_name)
     device = resolve_device(settings.device)
     free = free_cpu_cores() if device.type == "cpu" and settings.workers is None else 1
     settings = settings.replace(jobs=settings.jobs_for(device.type), workers=settings.workers_for(device.type, free))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+    where = replace(where, data_dir=data_dir_for(where.data_dir, find_existing(storage, where.study_name)))
     data = load_search_data(where, settings)  # before the study: bad data writes nothing
+    where = replace(where, data_dir=str(data.root))  # worker processes read the same files
     if settings.warm_start == where.study_name:
         raise UserError(f"warm_start names this study ({where.study_name!r}); name the study to copy from")
     # The study to copy from is checked first, so a typo creates no empty study.
     picks = best_of(load_existing(storage, settings.warm_start), settings.warm_start_top) if settings.warm_start else []
     with quiet_optuna():
         study = create_or_resume(storage, where.study_name, settings)
+    remember(study, data.root)
     check_artifacts_writable(where.artifacts)
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     progress = progress or SearchProgress(settings.trials)
@@ -77,22 +83,58 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
                       f"{', '.join(f'#{n}' for n in queued) or 'none'} at a budget of {settings.max_params:,} params"
                       + (f" ({len(picks) - len(queued)} queued or run before)" if len(queued) < len(picks) else ""))
     at_once = f" ({settings.jobs} at a time)" if settings.jobs > 1 else ""
+    timeout = f", no new trial after {settings.timeout_minutes:g} min" if settings.timeout_minutes else ""
     progress.start(
-        f"study {study.study_name!r} in {mask_password(where.storage_url)}: {existing} trials so far; running "
-        f"{settings.trials} more on {device}{at_once} (budget {settings.max_params:,} params, {settings.epochs} epochs"
-        + (f" x {settings.seeds_per_trial} seeds" if settings.seeds_per_trial > 1 else "")
+        f"study {study.study_name!r} in {mask_password(where.storage_url)}: {plural(existing, 'trial')} so far; running "
+        f"{settings.trials} more on {device}{at_once} (budget {settings.max_params:,} params, "
+        f"{plural(settings.epochs, 'epoch')}" + (f" x {settings.seeds_per_trial} seeds" if settings.seeds_per_trial > 1 else "")
         + (f" on {settings.train_images:,} training images" if settings.train_images else "")
-        + f", sampler {settings.sampler}, pruner {settings.pruner}); weights in {where.artifacts}")
-    try:
+        + f", sampler {settings.sampler}, pruner {settings.pruner}{timeout}); weights in {where.artifacts}\n"
+        + score_definition(settings), timeout_s=settings.timeout_s)
+    with reported(progress, study):
         if settings.workers > 1:
             _fan_out(settings, where, study, progress)
         else:
             _use_free_cores(device, progress)
             _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
                       parallel=settings.jobs > 1)
-    finally:
-        progress.close()
     return study
+
+
+def score_definition(settings: SearchSettings) -> str:
+    """What a trial's score means, said once at the start of a run."""
+    k, epochs = settings.last_k, settings.epochs
+    judged = "every epoch" if k == epochs else f"the last {k} of {plural(epochs, 'epoch')}"
+    text = (f"score = mean validation accuracy (%) over {judged}, on {settings.val_size:,} training images held out "
+            "from training")
+    if settings.seeds_per_trial > 1:
+        text += f", averaged over {settings.seeds_per_trial} seeds"
+    if k == epochs and epochs > 1:
+        text += "; the early epochs count too, so it sits below the last epochs' accuracy"
+    if settings.pareto:
+        text += "; pareto: fewer parameters are better too"
+    return text
+
+
+@contextlib.contextmanager
+def reported(progress: SearchProgress, study: optuna.Study):
+    """Close the live line and print the run's summary however the run ends, with why it ended."""
+    try:
+        yield
+    except BaseException as exc:
+        progress.close()
+        if isinstance(exc, (KeyboardInterrupt, WorkFailed)):
+            progress.line(progress.summary(study, stopped=exc))
+        raise
+    progress.close()
+    progress.line(progress.summary(study))
+
+
+def find_existing(storage, study_name: str) -> optuna.Study | None:
+    """The study ``study_name`` when it exists; None when not (creating nothing)."""
+    if study_name not in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        return None
+    return optuna.load_study(storage=storage, study_name=study_name, sampler=None, pruner=None)
 
 
 def join_search(settings: SearchSettings, where: Location, progress: SearchProgress | None = None) -> optuna.Study:
@@ -100,20 +142,20 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
-    data = load_search_data(where, settings)
     study = load_existing(storage, where.study_name)
+    # Another machine's path is no use here; the study's own is, when this machine has it.
+    data = load_search_data(replace(where, data_dir=data_dir_for(where.data_dir, study)), settings)
     check_compatible(study, settings)
     check_artifacts_writable(where.artifacts)
     progress = progress or SearchProgress(settings.trials)
     progress.start(f"joining study {study.study_name!r} in {mask_password(where.storage_url)}: "
-                   f"{settings.trials} trials on {device}")
-    try:
+                   f"{plural(settings.trials, 'trial')} on {device}\n" + score_definition(settings),
+                   timeout_s=settings.timeout_s)
+    with reported(progress, study):
         _use_free_cores(device, progress)
         # Other workers may share the study: sample as if trials run side by side.
         _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
                   parallel=True)
-    finally:
-        progress.close()
     return study
 
 
@@ -149,7 +191,18 @@ def create_or_resume(storage, study_name: str, settings: SearchSettings) -> optu
     check_compatible(study, settings)
     if records.SETTINGS not in study.user_attrs:
         study.set_user_attr(records.SETTINGS, settings.to_dict())
+    if study.metric_names is None:
+        name_metrics(study, settings)
     return study
+
+
+def name_metrics(study: optuna.Study, settings: SearchSettings) -> None:
+    """Name the objective(s), so optuna-dashboard says what the score is rather than "Objective 0"."""
+    judged = "all epochs" if settings.last_k == settings.epochs else f"last {plural(settings.last_k, 'epoch')}"
+    names = [f"score (mean val acc, {judged})"] + (["parameters"] if settings.pareto else [])
+    with warnings.catch_warnings():  # experimental in Optuna 4, and stable in what it stores
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 def check_compatible(study: optuna.Study, settings: SearchSettings) -> None:
@@ -216,12 +269,16 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
     def on_epoch(number: int, seed: int, epoch: int, metrics: dict) -> None:
         progress.epoch(number, seed, settings.seeds_per_trial, epoch, settings.epochs, metrics)
 
+    def on_start(number: int, spec, config, fused: bool) -> None:
+        progress.trial_started(number, spec, config, seeds=settings.seeds_per_trial, fused=fused)
+
     objective = Objective(data=data, max_params=settings.max_params, epochs=settings.epochs, device=device,
                           artifact_dir=where.artifacts, last_k=settings.last_k,
                           seed=settings.seed if settings.seed is not None else 0,  # the training seed
                           compile_choice=settings.compile, pareto=settings.pareto, seeds=settings.seeds_per_trial,
-                          on_epoch=on_epoch, worker=f"{socket.gethostname()}:{os.getpid()}",
-                          fuse_seeds=settings.fuse_seeds, teacher=load_teacher(settings))
+                          on_epoch=on_epoch, on_start=on_start, on_batch=progress.batch,
+                          worker=f"{socket.gethostname()}:{os.getpid()}", fuse_seeds=settings.fuse_seeds,
+                          teacher=load_teacher(settings))
     with quiet_optuna():
         # Optuna checks the timeout between trials, so a running trial is never cut short.
         study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[progress],
@@ -267,6 +324,9 @@ def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, pro
 
     outcomes = run_processes(work_share, payloads, threads, on_exit=ended)
     progress.done += sum(o.result or 0 for o in outcomes if o.ok)  # the workers' trials are this run's
+    ours = {f"{socket.gethostname()}:{o.pid}" for o in outcomes}
+    progress.finished += [t.number for t in study.get_trials(deepcopy=False)
+                          if t.state.is_finished() and t.user_attrs.get(records.WORKER) in ours]
     refused = next((o.error for o in outcomes if o.user_error), None)
     if refused:
         raise UserError(refused)

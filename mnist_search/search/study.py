@@ -63,8 +63,8 @@ def open_study(storage: BaseStorage, study_name: str, sampler, pruner, create: b
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
         if len(study.directions) != len(directions):
             kind = "a Pareto (score, parameters)" if is_pareto(study) else "a single-objective"
-            raise UserError(f"study {study_name!r} is {kind} study; pass --objective "
-                            f"{'pareto' if is_pareto(study) else 'score'} or choose another --study-name")
+            raise UserError(f"study {study_name!r} is {kind} study; use objective "
+                            f"{'pareto' if is_pareto(study) else 'score'} or another study_name")
         return study
     try:
         return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner)

@@ -2,7 +2,7 @@
 
 Files are read with ``torchvision.datasets.MNIST`` (which downloads and verifies them on
 a machine that is online) and held once as uint8 tensors; the trainer normalises them on
-its device. The directory is resolved as ``--data-dir`` > ``MNIST_SEARCH_DATA_DIR`` > a
+its device. The directory is resolved as the ``data_dir`` given > ``MNIST_SEARCH_DATA_DIR`` > a
 per-user cache directory, and must use torchvision's layout (``<dir>/MNIST/raw/...``).
 """
 
@@ -81,7 +81,7 @@ def load_mnist(
     """Read the four MNIST files (downloading them if absent and ``download``) and split off validation."""
     root = resolve_data_dir(data_dir)
     if root.exists() and not root.is_dir():
-        raise DataError(f"MNIST data directory {root} is not a directory; pass --data-dir or set {DATA_DIR_ENV}")
+        raise DataError(f"MNIST data directory {root} is not a directory; set data_dir or ${DATA_DIR_ENV}")
     train_images, train_labels = _read(root, train=True, download=download)
     test_images, test_labels = _read(root, train=False, download=download)
     if not 0 <= val_size < len(train_labels):
@@ -132,11 +132,11 @@ def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.
             raise DataError(
                 f"MNIST files not found in {raw} (missing {', '.join(missing)})"
                 + (" and the download failed" if download else "")
-                + f"; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR where DIR/MNIST/raw holds the four MNIST files"
+                + f"; set data_dir (or ${DATA_DIR_ENV}) to a directory whose MNIST/raw holds the four MNIST files"
             ) from None
         raise DataError(
             f"the MNIST {kind} files in {raw} are truncated or corrupted ({type(exc).__name__}: {exc}); "
-            "delete them to download again, or point --data-dir at good copies"
+            "delete them to download again, or set data_dir to good copies"
         ) from None
     images, labels = dataset.data, dataset.targets
     _check(images, labels, kind, raw)
@@ -156,5 +156,5 @@ def _check(images: torch.Tensor, labels: torch.Tensor, kind: str, raw: Path) -> 
     if problem:
         raise DataError(
             f"the MNIST {kind} files in {raw} are truncated or corrupted: {problem}; "
-            "delete them to download again, or point --data-dir at good copies"
+            "delete them to download again, or set data_dir to good copies"
         )

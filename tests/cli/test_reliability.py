@@ -25,9 +25,12 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(signum, 
     )
     wait_until_trial_trains(url, 0)
     run.send_signal(signum)
-    _, stderr = run.communicate(timeout=60)
+    stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == code, stderr
     assert word in stderr and "Traceback" not in stderr
+    # The summary says why the run stopped.
+    how = "Ctrl-C" if signum == signal.SIGINT else "a signal to stop"
+    assert "this run: 0 trials in" in stdout and f"interrupted by {how} after 0 of 3" in stdout
     states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert states == ["FAIL"]
 
@@ -39,7 +42,7 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_the_study_resumes(signum, 
     resumed = cli_in_process("run", "--trials", "1", "--epochs", "1", "--allow-mixed", "--storage", url, "--data-dir",
                              str(tiny_mnist), *TINY)
     assert resumed.returncode == 0, resumed.stderr
-    assert "1 trials so far" in resumed.stdout
+    assert "1 trial so far" in resumed.stdout
     states = [t.state.name for t in optuna.load_study(study_name="mnist-search", storage=url).trials]
     assert states == ["FAIL", "COMPLETE"]
 

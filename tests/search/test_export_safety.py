@@ -12,7 +12,7 @@ import optuna
 import pytest
 import torch
 
-from mnist_search.errors import UserError
+from mnist_search.errors import OutputExists, UserError
 from mnist_search.models import ArchSpec, get_preset
 from mnist_search.models.export import GeneratedCodeError, check_source, export_source
 from mnist_search.search import records
@@ -161,11 +161,15 @@ def test_weights_of_another_network_are_refused_even_without_a_checksum(tmp_path
         export(study2, tmp_path / "net.py", weights=tmp_path / "net.safetensors", artifact_dir=artifacts)
 
 
-def test_an_export_replaces_its_own_earlier_output_atomically(tmp_path):
+def test_an_export_replaces_its_own_earlier_output_atomically_only_when_forced(tmp_path):
     study, artifacts = make_study(tmp_path)
     module, weights = tmp_path / "net.py", tmp_path / "net.safetensors"
-    for _ in range(2):
-        export(study, module, weights=weights, artifact_dir=artifacts)
+    export(study, module, weights=weights, artifact_dir=artifacts)
+    before = module.read_bytes()
+    with pytest.raises(OutputExists, match="net.py exists already"):
+        export(study, module, weights=tmp_path / "other.safetensors", artifact_dir=artifacts)
+    assert not (tmp_path / "other.safetensors").exists() and module.read_bytes() == before  # nothing written
+    export(study, module, weights=weights, artifact_dir=artifacts, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "net.py", "net.safetensors", "study.db"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == study.trials[0].user_attrs[records.WEIGHTS_SHA256]
 

@@ -34,7 +34,7 @@ def test_sqlite_study_runs_resumes_and_exports(tiny_mnist, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     first = cli("run", "--workers", "1", "--trials", "3", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
     assert first.returncode == 0, first.stderr
-    assert "trial 3/3" in first.stdout and "next: mnist-search export" in first.stdout
+    assert "trial 3/3" in first.stdout and "then mnist-search export" in first.stdout
     assert len(trial_states(url)) == 3
 
     again = cli_in_process("run", "--workers", "1", "--trials", "2", "--storage", url, "--data-dir", str(tiny_mnist), *SEARCH)
@@ -171,7 +171,7 @@ def test_local_workers_share_one_sqlite_study(tiny_mnist, tmp_path):
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert f"starting 2 worker processes (2, 2 trials, {threads} CPU thread{'s' if threads > 1 else ''} each)" in result.stdout
     # The workers were given the URL with their job, not on a command line; the hint names it once.
-    assert result.stdout.count("next: mnist-search export --storage sqlite:///") == 1
+    assert result.stdout.count("then mnist-search export --storage sqlite:///") == 1
     assert "this run: 4 trials in" in result.stdout  # the workers' trials count as this run's
     trials = optuna.load_study(study_name="mnist-search", storage=url).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
