@@ -1,4 +1,5 @@
-"""`mnist-search evaluate`: the MNIST test accuracy of an exported module with its weights.
+"""`mnist-search evaluate`: the MNIST test accuracy of an exported module with its weights, or of
+an exported ONNX model (run by onnxruntime on the raw uint8 test images, as it would be deployed).
 
 This is how a user checks what an export's docstring claims: the module is imported from
 its file, exactly as the user would, and its own ``predict`` classifies the 10,000 raw
@@ -14,13 +15,14 @@ from pathlib import Path
 from mnist_search.commands import options
 from mnist_search.errors import UserError
 
-HELP = "test accuracy of an exported module with its weights"
+HELP = "test accuracy of an exported module with its weights, or of an exported .onnx model"
 BATCH = 1000  # images per predict call: bounded memory for any network the spec allows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("module", help="module written by `mnist-search export` (it is imported, i.e. run)")
-    parser.add_argument("--weights", required=True, help="safetensors weights written by `export --weights`")
+    parser.add_argument("module", help="module written by `mnist-search export` (it is imported, i.e. run), or an"
+                                       " .onnx model written by `export --onnx` or `--int8`")
+    parser.add_argument("--weights", help="safetensors weights written by `export --weights` (for a module)")
     options.add_device(parser)
     options.add_data_dir(parser)
     options.add_verbosity(parser, quiet=False)
@@ -29,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mnist_search.trainer import load_mnist, resolve_device
 
+    if Path(args.module).suffix.lower() == ".onnx":
+        return run_onnx(args)
+    if args.weights is None:
+        raise UserError(f"evaluating the module {args.module} needs its weights: pass --weights FILE.safetensors")
     module_path, weights = Path(args.module), Path(args.weights)
     for path, what in ((module_path, "module"), (weights, "weights file")):
         if not path.is_file():
@@ -44,6 +50,21 @@ def run(args: argparse.Namespace) -> int:
                   for i in range(0, len(test), BATCH))
     print(f"{module_path.name} + {weights.name}: test accuracy {100.0 * correct / len(test):.2f}% on {len(test):,} "
           f"images ({sum(p.numel() for p in net.parameters()):,} parameters)")
+    return 0
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from mnist_search.models.onnx_export import evaluate_file
+    from mnist_search.trainer import load_mnist
+
+    path = Path(args.module)
+    if args.weights is not None:
+        raise UserError(f"{path.name} carries its weights; drop --weights")
+    if not path.is_file():
+        raise UserError(f"ONNX model {path} " + ("is not a file" if path.exists() else "does not exist"))
+    test = load_mnist(args.data_dir, val_size=0).test
+    accuracy = evaluate_file(path, test.images, test.labels)
+    print(f"{path.name}: test accuracy {accuracy:.2f}% on {len(test):,} images (onnxruntime, CPU, uint8 input)")
     return 0
 
 
