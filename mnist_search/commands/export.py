@@ -94,4 +94,8 @@ def run_deploy(args: argparse.Namespace, study, url: str, artifact_dir: Path) ->
               f" against fp32); {q['bytes']:,} bytes, {q['size_ratio']:.2f}x fp32; {q['choice']}")
         print(f"wrote {done.int8}")
     print(f"wrote {done.card_json} and {done.card_markdown} (the model card)")
+    if done.onnx is not None or done.int8 is not None:
+        print("use it with onnxruntime:")
+        print(f"  session = onnxruntime.InferenceSession({str(done.onnx or done.int8)!r})")
+        print('  logits = session.run(None, {"images": images})[0]  # images: uint8 numpy array, N x 1 x 28 x 28')
     return 0

@@ -158,9 +158,9 @@ def _int8(fp32: bytes, train, test, fp32_accuracy: float, calibration_images: in
               f" {other_err:.3f}).")
     return {
         "test_accuracy": test_accuracy[chosen],
-        "drop_points": test_accuracy[chosen] - fp32_accuracy,
+        "drop_points": round(test_accuracy[chosen] - fp32_accuracy, 6),
         "bytes": len(model),
-        "size_ratio": len(model) / len(fp32),
+        "size_ratio": round(len(model) / len(fp32), 4),
         "per_channel": chosen,
         "choice": choice,
         "format": "QOperator, int8 weights, uint8 activations, min/max calibration",

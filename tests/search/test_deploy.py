@@ -71,7 +71,7 @@ def test_an_onnx_export_takes_uint8_images_and_matches_the_module(deploy_setup, 
     q = measured["int8"]
     assert q["calibration_images"] == 100 and q["selection_images"] == 200
     assert isinstance(q["per_channel"], bool) and ("per-channel" in q["choice"]) and q["bytes"] < measured["onnx"]["bytes"]
-    assert abs(q["drop_points"] - (q["test_accuracy"] - measured["onnx"]["test_accuracy"])) < 1e-9
+    assert abs(q["drop_points"] - (q["test_accuracy"] - measured["onnx"]["test_accuracy"])) < 1e-6
     markdown = (out / "net.card.md").read_text()
     assert "ONNX int8" in markdown and card["files"]["onnx"]["sha256"] in markdown
 
@@ -147,3 +147,26 @@ def test_evaluate_refuses_an_onnx_file_that_is_not_one(tmp_path, tiny_mnist):
     assert result.returncode == 2 and "onnxruntime cannot load" in result.stderr
     result = cli_in_process("evaluate", str(tmp_path / "net.py"), "--data-dir", str(tiny_mnist))
     assert result.returncode == 2 and "--weights" in result.stderr
+
+
+def test_the_python_api_exports_onnx_and_says_what_it_measured(deploy_setup, tmp_path):
+    import mnist_search as ms
+    from mnist_search.search.deploying import Deployed
+
+    study, artifacts, data = deploy_setup
+    done = ms.export(study, tmp_path / "api_net.py", artifacts=artifacts, int8=tmp_path / "api_net.int8.onnx",
+                     data_dir=data)
+    assert isinstance(done, Deployed) and done.onnx is None and done.int8 == tmp_path / "api_net.int8.onnx"
+    images, labels = mnist_test_split(data)
+    assert done.measured["int8"]["test_accuracy"] == ox.accuracy(ox.onnx_logits(done.int8.read_bytes(), images), labels)
+    card = json.loads(done.card_json.read_text())
+    assert card["command"].startswith("mnist_search.export(<study 'mnist-search' in sqlite:///")
+    assert "int8=" in card["command"] and "onnx" not in card["files"]  # fp32 was built and checked, not written
+    assert not (tmp_path / "api_net.onnx").exists()
+
+
+def mnist_test_split(data):
+    from mnist_search.trainer import load_mnist
+
+    test = load_mnist(data, val_size=0).test
+    return test.images, test.labels
