@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from mnist_search.models.onnx_export import evaluate_file
+    from mnist_search.models.onnx_export import evaluate_file, require_onnx
     from mnist_search.trainer import load_mnist
 
     path = Path(args.module)
@@ -62,6 +62,7 @@ def run_onnx(args: argparse.Namespace) -> int:
         raise UserError(f"{path.name} carries its weights; drop --weights")
     if not path.is_file():
         raise UserError(f"ONNX model {path} " + ("is not a file" if path.exists() else "does not exist"))
+    require_onnx()  # before the test set is read
     test = load_mnist(args.data_dir, val_size=0).test
     accuracy = evaluate_file(path, test.images, test.labels)
     print(f"{path.name}: test accuracy {accuracy:.2f}% on {len(test):,} images (onnxruntime, CPU, uint8 input)")
