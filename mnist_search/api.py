@@ -109,22 +109,40 @@ def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[i
 
 def export(study: optuna.Study, output: str | os.PathLike = "best_net.py", weights: str | os.PathLike | None = None,
            *, max_params: int | None = None, artifacts: str | os.PathLike | None = None,
-           force: bool = False) -> Exported:
+           onnx: str | os.PathLike | None = None, int8: str | os.PathLike | None = None,
+           data_dir: str | os.PathLike | None = None, force: bool = False) -> Exported:
     """Write the best trial of ``study`` (within ``max_params``) as a standalone module at
     ``output`` and, with ``weights``, the weights that go with it (safetensors).
 
     "Best": the confirmed trial with the highest mean last-K test accuracy, else the trial with
     the highest validation score; a confirmed trial ships its median confirmation seed's weights.
     Outputs never replace the study's store, its weights or each other, and are written whole
-    or not at all; a file already at ``output`` or ``weights`` is replaced only with ``force``.
+    or not at all; a file already at an output's path is replaced only with ``force``.
+
+    ``onnx`` and ``int8`` (needs ``pip install 'mnist-search[onnx]'``) also write the network
+    as ONNX with the preprocessing inside (uint8 ``images`` in, ``logits`` out), checked against
+    PyTorch on the MNIST test set in ``data_dir``, and a statically quantised int8 version
+    calibrated on training images, with a model card (``NAME.card.json`` and ``.card.md``
+    beside the module); the result is then a ``Deployed`` whose ``measured`` holds the figures.
     """
     from mnist_search.search.exporting import export as export_study
     from mnist_search.storage.files import store_files
 
     url = storage_url_of(study)
-    return export_study(study, output, weights=weights, max_params=max_params,
-                        artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
-                        protected=store_files(url) if url else (), force=force)
+    common = dict(max_params=max_params, artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
+                  protected=store_files(url) if url else (), force=force)
+    if onnx is None and int8 is None:
+        return export_study(study, output, weights=weights, **common)
+    from mnist_search.search.deploying import export_deployable
+    from mnist_search.storage import mask_password
+
+    given = {"output": output, "weights": weights, "max_params": max_params, "onnx": onnx, "int8": int8,
+             "data_dir": data_dir}
+    command = (f"mnist_search.export(<study {study.study_name!r} in {mask_password(url) if url else 'memory'}>, "
+               + ", ".join(f"{k}={(os.fspath(v) if isinstance(v, os.PathLike) else v)!r}" for k, v in given.items()
+                           if v is not None) + ")")
+    return export_deployable(study, output, weights=weights, onnx=onnx, int8=int8, data_dir=data_dir,
+                             command=command, **common)
 
 
 def evaluate(module: str | os.PathLike = "best_net.py", weights: str | os.PathLike = "best_net.safetensors", *,

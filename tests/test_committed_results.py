@@ -4,16 +4,22 @@ Every export under results/ whose `mnist-search evaluate` output was committed b
 (evaluate.txt, the figure RESULTS.md quotes; the CPU study's budget-2k/5k exports have none)
 is evaluated again on the real MNIST test set and must print the same accuracy, so a change
 to the export template, the weight format or the data loader cannot silently break a
-shipped network.
+shipped network. Likewise every committed ONNX model evaluates to the accuracy its model card
+states, the card's sizes and SHA-256 are those of the files beside it, and every committed
+module is the current template with only its own values in it.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from mnist_search.models.export import _variable_parts, check_source
 from tests.helpers import cli_in_process
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -35,3 +41,33 @@ def test_a_committed_export_evaluates_to_its_stated_accuracy(export: Path, real_
 
 def test_every_export_with_a_stated_accuracy_is_found():
     assert len(EXPORTS) >= 6 and RESULTS / "search-gpu" in EXPORTS
+
+
+ONNX_EXPORTS = sorted(p.parent for p in RESULTS.rglob("best_net.onnx"))
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("export", ONNX_EXPORTS, ids=[str(p.relative_to(RESULTS)) for p in ONNX_EXPORTS])
+def test_a_committed_onnx_export_evaluates_to_its_cards_accuracy(export: Path, real_mnist: Path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'mnist-search[onnx]'")
+    card = json.loads((export / "best_net.card.json").read_text())
+    for entry in card["files"].values():  # the card describes exactly the committed files
+        content = (export / entry["file"]).read_bytes()
+        assert (len(content), hashlib.sha256(content).hexdigest()) == (entry["bytes"], entry["sha256"]), entry["file"]
+    for name, key in (("best_net.onnx", "onnx"), ("best_net.int8.onnx", "int8")):
+        result = cli_in_process("evaluate", str(export / name), "--data-dir", str(real_mnist))
+        assert result.returncode == 0, result.stderr
+        assert f"test accuracy {card['measured'][key]['test_accuracy']:.2f}%" in result.stdout
+
+
+def test_the_committed_networks_have_their_onnx_files():
+    assert {p.relative_to(RESULTS).as_posix() for p in ONNX_EXPORTS} >= {
+        "search-gpu", "search-gpu/gpu-5k", "search-gpu/separable-5k", "search-gpu/gpu-2k", "search-gpu/separable-2k",
+        "budget-2k", "budget-1k"}
+
+
+@pytest.mark.parametrize("module", sorted(RESULTS.rglob("best_net.py")), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_a_committed_module_is_the_current_template_with_only_its_values_in_it(module: Path):
+    source = module.read_text()
+    parts = _variable_parts(ast.parse(source))
+    check_source(source, parts["doc"], parts["net_doc"], parts["calls"], parts["weights"])

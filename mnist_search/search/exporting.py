@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +43,16 @@ class Exported:
 
 def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.PathLike | None = None,
            max_params: int | None = None, artifact_dir: str | os.PathLike | None = None,
-           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "", force: bool = False) -> Exported:
+           protected: tuple[str | os.PathLike, ...] = (), source_label: str = "", force: bool = False,
+           deploy: Callable[..., list[tuple[Path, bytes]]] | None = None) -> Exported:
     """Write the best trial of ``study`` (within ``max_params``) as a module at ``output`` and,
     with ``weights``, its weights there (safetensors).
 
     ``artifact_dir`` holds the trials' weights; ``protected`` names further files no output may
     replace (the store's files); ``source_label`` says where the study lives (no password) in the
-    module's docstring. An output that exists already is refused unless ``force``.
+    module's docstring. An output that exists already is refused unless ``force``. ``deploy``
+    (see :mod:`mnist_search.search.deploying`) adds more outputs, built from the checked
+    weights; all are written together or not at all.
     """
     record = best_trial(study, max_params)
     spec = ArchSpec.from_dict(record.spec)
@@ -64,15 +68,17 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
 
     artifact_id, sha256, owner, weights_line = weights_source(record, confirmed)
     blob = None
-    if weights_path is not None:
+    if weights_path is not None or deploy is not None:
         if artifacts is None:
             raise UserError("exporting weights needs the artifact directory the trials' weights are in")
         expected = {name: tuple(t.shape) for name, t in build(spec).state_dict().items()}
         blob = read_weights(artifacts, artifact_id, sha256, expected, owner)
-    details = describe(study, record, confirmed, config, spec, weights_line if blob else None, source_label)
+    details = describe(study, record, confirmed, config, spec, weights_line if weights_path else None, source_label)
     source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details,
                            weights=relative_weights_path(module_path, weights_path) if weights_path else None)
-    outputs = [(module_path, source.encode())] + ([(weights_path, blob)] if blob is not None else [])
+    outputs = [(module_path, source.encode())] + ([(weights_path, blob)] if weights_path is not None else [])
+    if deploy is not None:
+        outputs += deploy(record, confirmed, spec, config, blob, weights_line, outputs)
     write_all_or_nothing(outputs)
     return Exported(record, module_path, weights_path, weights_line)
 

@@ -46,6 +46,7 @@ import json
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MEAN = 0.1307
@@ -53,22 +54,38 @@ STD = 0.3081
 # The weights written beside this module by `mnist-search export --weights`, relative to it
 # (None: exported without weights; pass a model loaded with load_weights to predict).
 WEIGHTS = 'best_net.safetensors'
+# Images per forward pass in predict: the activations of a whole dataset at once would need
+# gigabytes, those of 1,000 images a few megabytes.
+BATCH = 1000
 
 
 class ConvBlock(nn.Module):
-    """Conv, then BatchNorm/ReLU in the given order, then dropout."""
+    """Conv, then its norm and ReLU in the given order, then dropout.
 
-    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0):
+    A block with ``share=N`` has no conv of its own: it applies block N's conv weights again
+    (linked by Net), so they are stored and counted once.
+    """
+
+    def __init__(self, cin, cout, k, pad=0, dilation=1, groups=1, bias=False, order=(), dropout=0.0, norm_groups=1,
+                 share=None):
         super().__init__()
-        self.order = tuple(order)
-        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias)
+        self.order, self.share = tuple(order), share
+        self.padding, self.dilation, self.groups = pad, dilation, groups
+        self.conv = nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=bias) if share is None else None
+        self.shared = ()
         self.bn = nn.BatchNorm2d(cout) if "bn" in self.order else None
+        self.norm = (nn.InstanceNorm2d(cout, affine=True) if "in" in self.order
+                     else nn.GroupNorm(norm_groups, cout) if "gn" in self.order else None)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x):
-        x = self.conv(x)
+        if self.conv is not None:
+            x = self.conv(x)
+        else:
+            conv = self.shared[0]
+            x = F.conv2d(x, conv.weight, conv.bias, padding=self.padding, dilation=self.dilation, groups=self.groups)
         for op in self.order:
-            x = self.bn(x) if op == "bn" else torch.relu(x)
+            x = torch.relu(x) if op == "relu" else self.bn(x) if op == "bn" else self.norm(x)
         return self.dropout(x) if self.dropout is not None else x
 
 
@@ -88,24 +105,41 @@ class Net(nn.Module):
             nn.AdaptiveAvgPool2d(1),  # 7: -> 16x1x1, RF 32, 0 params
             ConvBlock(16, 10, 1, pad=0, dilation=1, groups=1, bias=False, order=('bn',), dropout=0.0),  # 8: -> 10x1x1, RF 32, 180 params
         )
+        for block in self.blocks:  # a block with share=N applies block N's conv
+            if isinstance(block, ConvBlock) and block.share is not None:
+                block.shared = (self.blocks[block.share].conv,)
 
     def forward(self, x):
         return self.blocks(x).flatten(1)  # N x 10 logits
 
 
+def as_batch(images):
+    """``images`` as an N x 1 x 28 x 28 tensor (a view where it can be), without converting pixels.
+
+    Accepted: one image shaped 28x28 or 784, or N of them shaped Nx28x28, Nx1x28x28 or Nx784.
+    """
+    images = torch.as_tensor(images)
+    shape = tuple(images.shape)
+    if shape in ((28, 28), (784,)):
+        images = images.reshape(1, 1, 28, 28)
+    elif len(shape) == 2 and shape[1] == 784:
+        images = images.reshape(shape[0], 1, 28, 28)
+    elif len(shape) == 3 and shape[1:] == (28, 28):
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"images shaped {shape} are not in an accepted form: one image 28x28 or 784, or N images "
+                         "Nx28x28, Nx1x28x28 or Nx784")
+    return images
+
+
 def preprocess(images):
     """The normalised N x 1 x 28 x 28 float batch for ``images``.
 
-    ``images``: a tensor (or array) shaped 28x28 (one image), Nx28x28 or Nx1x28x28, either
-    uint8 pixels 0-255 or floats 0-1 (white digit on black, as in MNIST).
+    ``images``: a tensor (or array) in a form ``as_batch`` accepts (28x28, 784, Nx28x28,
+    Nx1x28x28 or Nx784), either uint8 pixels 0-255 or floats 0-1 (white digit on black, as in
+    MNIST).
     """
-    images = torch.as_tensor(images)
-    if images.dim() == 2:
-        images = images.unsqueeze(0)
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"expected images shaped 28x28, Nx28x28 or Nx1x28x28, got {tuple(images.shape)}")
+    images = as_batch(images)
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     elif images.is_floating_point():
@@ -127,16 +161,23 @@ def shipped_model():
     return load_weights(os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS))
 
 
-def predict(images, model=None):
-    """Class indices (0-9), one per image, for ``images`` as ``preprocess`` takes them.
+def predict(images, model=None, batch_size=BATCH):
+    """Class indices (0-9), one per image, as a CPU int64 tensor, for ``images`` as ``preprocess``
+    takes them.
 
     ``model``: a ``Net`` with weights (default: the weights shipped beside this module). It is
-    put in evaluation mode, and nothing is differentiated.
+    put in evaluation mode, and nothing is differentiated. The images are normalised and
+    classified ``batch_size`` at a time, so memory stays bounded however many are passed.
     """
     model = (model if model is not None else shipped_model()).eval()
     device = next(model.parameters()).device
+    images = as_batch(images)
+    labels = torch.empty(len(images), dtype=torch.int64)
     with torch.no_grad():
-        return model(preprocess(images).to(device)).argmax(1)
+        for start in range(0, len(images), batch_size):
+            chunk = preprocess(images[start : start + batch_size]).to(device)
+            labels[start : start + batch_size] = model(chunk).argmax(1).cpu()
+    return labels
 
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
