@@ -14,19 +14,26 @@ HELP = "leaderboard and PNG plots of a study, with an index page"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_storage(parser)
     parser.add_argument("--output", default="report", help="directory to write (default ./report)")
+    options.add_artifacts(parser)  # no report file may land among the trials' weights
     options.add_verbosity(parser, quiet=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.search.report import write_report  # matplotlib is slow to import
     from mnist_search.search.runner import load_existing
-    from mnist_search.storage import open_storage, resolve_storage_url
+    from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
+    from mnist_search.storage.files import store_files
+    from mnist_search.trainer.data import mnist_dir
 
-    study = load_existing(open_storage(resolve_storage_url(args.storage), create=False), args.study_name)
+    url = resolve_storage_url(args.storage)
+    study = load_existing(open_storage(url, create=False), args.study_name)
+    artifacts = Path(args.artifacts) if args.artifacts else default_artifact_dir(url)
     if not study.get_trials(deepcopy=False):
         raise UserError(f"study {study.study_name!r} has no trials yet; run `mnist-search run` first")
     try:
-        written = write_report(study, Path(args.output))
+        written = write_report(study, Path(args.output), protected=store_files(url),
+                               protected_dirs=((artifacts, "the trials' weights"),
+                                               (mnist_dir(), "the MNIST files")))
     except OSError as exc:
         raise UserError(f"cannot write the report to {args.output}: {exc.strerror or exc}; choose another --output") from None
     for path in written:

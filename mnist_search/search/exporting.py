@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,9 @@ from mnist_search.models import ArchSpec, build
 from mnist_search.models.export import export_source, relative_weights_path
 from mnist_search.search.artifacts import read_weights
 from mnist_search.search.records import Confirmation, RecordError, TrialRecord, best_trial, confirmation
+from mnist_search.storage.files import check_output, write_files
 from mnist_search.trainer import TrainConfig
+from mnist_search.trainer.data import mnist_dir
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
     details = describe(study, record, confirmed, config, spec, weights_line if blob else None, source_label)
     source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details,
                            weights=relative_weights_path(module_path, weights_path) if weights_path else None)
-    outputs = [(module_path, source.encode())] + ([(weights_path, blob)] if blob is not None else [])
-    write_all_or_nothing(outputs)
+    # The weights first: a module must never be in place without the weights it loads.
+    outputs = ([(weights_path, blob)] if blob is not None else []) + [(module_path, source.encode())]
+    write_files(outputs)
     return Exported(record, module_path, weights_path, weights_line)
 
 
@@ -166,41 +168,10 @@ def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None
                    protected: tuple[str | os.PathLike, ...]) -> None:
     """Refuse outputs that would replace the store, an artifact, an input or each other."""
     outputs = [("module", module)] + ([("weights", weights)] if weights is not None else [])
-    resolved = {what: path.resolve() for what, path in outputs}
-    if weights is not None and resolved["module"] == resolved["weights"]:
+    if weights is not None and module.resolve() == weights.resolve():
         raise UserError(f"the module and the weights would both be written to {module}; give them different paths")
-    guarded = [Path(p).resolve() for p in protected]
+    dirs = [(mnist_dir(), "the MNIST files")]
+    if artifact_dir is not None:
+        dirs.append((artifact_dir, "the trials' weights (the artifact directory)"))
     for what, path in outputs:
-        target = resolved[what]
-        if target.is_dir():
-            raise UserError(f"the {what} output {path} is a directory; name a file")
-        if any(target == g or (g.is_dir() and g in target.parents) for g in guarded):
-            raise UserError(f"the {what} output {path} would replace the study store; choose another path")
-        if artifact_dir is not None and (target == artifact_dir.resolve() or artifact_dir.resolve() in target.parents):
-            raise UserError(f"the {what} output {path} lies in the artifact directory {artifact_dir}, which holds the"
-                            " trials' weights; choose a path outside it")
-        if not target.parent.is_dir():
-            raise UserError(f"the directory of the {what} output {path} does not exist; create it first")
-
-
-def write_all_or_nothing(outputs: list[tuple[Path, bytes]]) -> None:
-    """Write each (path, content) to a temporary file beside it, then rename them all into place;
-    on any failure remove the temporary files and leave every path as it was."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, content in outputs:
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-            staged.append((temporary, path))
-            with os.fdopen(handle, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temporary, 0o644)
-        for temporary, path in staged:
-            os.replace(temporary, path)
-    except OSError as exc:
-        for temporary, _ in staged:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-        raise UserError(f"cannot write {exc.filename or 'the export'}: {exc.strerror or exc}; nothing was written"
-                        ) from None
+        check_output(path, f"the {what} output", protected, dirs)

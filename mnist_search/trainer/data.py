@@ -67,6 +67,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
+def mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The directory the MNIST files of ``data_dir`` (resolved as ``load_mnist`` does) are kept in."""
+    return resolve_data_dir(data_dir) / "MNIST"
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
     val_size: int = DEFAULT_VAL_SIZE,
