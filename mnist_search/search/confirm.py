@@ -16,6 +16,7 @@ from mnist_search.errors import ConfigError, SpecError, UserError
 from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
+from mnist_search.search.machine import check_seeds, check_workers
 from mnist_search.search.processes import run_processes
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
 from mnist_search.trainer import (
@@ -28,7 +29,7 @@ from mnist_search.trainer import (
     resolve_device,
     should_compile,
 )
-from mnist_search.trainer.fusion import check_fusable
+from mnist_search.trainer.fusion import check_fusable, seed_groups
 
 EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, epoch, metrics)
 
@@ -55,9 +56,12 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
             raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
     if first_seed + seeds > 2**31:
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
+    if workers > 1:
+        check_workers(workers)
     data_dir = str(data_dir) if data_dir is not None else None
     chosen = choose(study, top, trials)
     for record in chosen:
+        check_seeds(seeds, record.params or 0)
         if record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
             raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s {record.epochs_per_seed} epochs")
     device = str(resolve_device(device))
@@ -151,15 +155,17 @@ def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None) -> list[
     except SpecError:
         return None
     train = data.full_train()
+    fitted = []
+    for group in seed_groups(spec, seeds):  # as many seeds at once as one fused network may hold
 
-    def epoch_done(epoch: int, metrics: list[dict | None]) -> None:
-        if on_epoch:
-            for seed, seed_metrics in zip(seeds, metrics):
-                if seed_metrics is not None:
-                    on_epoch(first["trial"], seed, epoch, seed_metrics)
+        def epoch_done(epoch: int, metrics: list[dict | None], group: list[int] = group) -> None:
+            if on_epoch:
+                for seed, seed_metrics in zip(group, metrics):
+                    if seed_metrics is not None:
+                        on_epoch(first["trial"], seed, epoch, seed_metrics)
 
-    fitted = fit_seeds(spec, config, seeds, train, data.test, device=first["device"], on_epoch=epoch_done,
-                       compile_model=should_compile(first["compile"], config, len(train), first["device"]))
+        fitted += fit_seeds(spec, config, group, train, data.test, device=first["device"], on_epoch=epoch_done,
+                            compile_model=should_compile(first["compile"], config, len(train), first["device"]))
     return [(_run_record(config.replace(seed=f.seed), f.result, first["device"]), _weights(f.model)) for f in fitted]
 
 

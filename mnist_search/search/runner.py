@@ -17,6 +17,7 @@ import optuna
 
 from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
+from mnist_search.search.machine import check_workers
 from mnist_search.search.objective import Objective, TrainingDiverged
 from mnist_search.search.processes import Outcome, run_processes
 from mnist_search.search.progress import SearchProgress, counts
@@ -50,6 +51,8 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     ``settings.workers`` > 1 the trials are split over that many local processes.
     """
     check_study_name(where.study_name)
+    if settings.workers > 1:
+        check_workers(settings.workers)
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
     storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)

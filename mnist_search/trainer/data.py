@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+# IDX magic numbers of uint8 files: labels (1 dimension) and images (3); the real files are
+# 47 MB at most, so a file past this is not MNIST and is never read into memory.
+IDX_DIMENSIONS = {0x0801: 1, 0x0803: 3}
+MAX_FILE_BYTES = 1 << 30
 SPLIT_SEED = 20_231  # fixed: every trial of every study sees the same validation split
 # Mean and std of the 60,000 training images scaled to [0, 1] (the figures the seeds use).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -120,6 +125,10 @@ def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.
     kind = "training" if train else "test"
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
+    prefix = "train" if train else "t10k"
+    for name in RAW_FILES:
+        if name.startswith(prefix) and name not in missing:
+            _check_size(raw / name, kind)
     try:
         # torchvision prints download progress to stdout; keep the CLI's output clean.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -140,6 +149,33 @@ def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.
     images, labels = dataset.data, dataset.targets
     _check(images, labels, kind, raw)
     return images.contiguous(), labels.long()
+
+
+def _check_size(path: Path, kind: str) -> None:
+    """DataError unless the file is exactly as long as its IDX header says, checked before it is read whole."""
+    import struct
+
+    problem = None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+            dims = IDX_DIMENSIONS.get(int.from_bytes(head, "big")) if len(head) == 4 else None
+            shape = struct.unpack(f">{dims}I", f.read(4 * dims)) if dims else None
+    except (OSError, struct.error) as exc:
+        problem = getattr(exc, "strerror", None) or str(exc)
+    else:
+        if size > MAX_FILE_BYTES:
+            problem = f"{path.name} is {size:,} bytes, more than any MNIST file ({MAX_FILE_BYTES:,} at most)"
+        elif shape is None:
+            problem = f"{path.name} does not start with an IDX header of uint8 data"
+        else:
+            expected = 4 + 4 * len(shape) + math.prod(shape)
+            if size != expected:
+                problem = f"{path.name} is {size:,} bytes but its header {tuple(shape)} says {expected:,}"
+    if problem:
+        raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {problem}; "
+                        "delete them to download again, or point --data-dir at good copies")
 
 
 def _check(images: torch.Tensor, labels: torch.Tensor, kind: str, raw: Path) -> None:
