@@ -3,9 +3,10 @@ seed, scoring the TEST set every epoch. The only place the test set is used."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -19,6 +20,7 @@ from mnist_search.search.artifacts import store_weights
 from mnist_search.search.machine import check_seeds, check_workers
 from mnist_search.search.processes import run_processes
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
+from mnist_search.storage.locks import Busy, held_lock
 from mnist_search.trainer import (
     TrainConfig,
     build_seeded,
@@ -66,11 +68,37 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
             raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s {record.epochs_per_seed} epochs")
     device = str(resolve_device(device))
     artifacts = Path(artifact_dir)
-    try:  # before hours of training, not after them
-        artifacts.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
-    data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
+    with contextlib.ExitStack() as claims:
+        for record in chosen:
+            claims.enter_context(_claim(study, record.number))
+        try:  # before hours of training, not after them
+            artifacts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
+        data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
+        return _confirm_all(study, chosen, seeds, first_seed, last_k, target, workers, device, compile, data_dir,
+                            artifacts, fuse, data, on_epoch, on_trial)
+
+
+@contextlib.contextmanager
+def _claim(study: optuna.Study, number: int) -> Iterator[None]:
+    """Trial ``number`` is this process's to confirm until the context ends: two confirmations of one
+    trial at once would each store their result over the other's, losing one silently."""
+    lock = held_lock(study._storage, f"confirm:{study.study_name}:{number}")
+    try:
+        lock.__enter__()
+    except Busy:
+        raise UserError(f"trial #{number} of study {study.study_name!r} is being confirmed by another process "
+                        "right now; wait for it to finish (a confirmation replaces the earlier one) or confirm "
+                        "another trial") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _confirm_all(study, chosen, seeds, first_seed, last_k, target, workers, device, compile, data_dir, artifacts,
+                 fuse, data, on_epoch, on_trial) -> list[tuple[TrialRecord, Confirmation]]:
     confirmed = []
     for record in chosen:
         if on_trial:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S
 from mnist_search.errors import StorageError, UserError
 from mnist_search.storage.faults import database_error, explain
+from mnist_search.storage.locks import file_lock, postgres_lock
 from mnist_search.storage.resilient import ResilientRDBStorage
 from mnist_search.storage.urls import checked_url, hide_password, mask_password
 
@@ -67,6 +68,25 @@ def _open(parsed: URL, shown: str, heartbeat_grace: int, create: bool) -> RDBSto
                                "of another program; choose another file")
     if "studies" not in tables and not create:
         raise StorageError(f"no study store in {shown}; {RUN_FIRST}")
+    if create and "alembic_version" not in tables:
+        # Optuna creates the schema table by table, having looked first: processes creating one
+        # store at once collide ("table ... already exists", pg_type_typname_nsp_index). The
+        # first to take the lock creates it; the others find it made.
+        with creation_lock(parsed, engine_kwargs):
+            return _storage(parsed, shown, heartbeat_grace, engine_kwargs, table_names(parsed, engine_kwargs))
+    return _storage(parsed, shown, heartbeat_grace, engine_kwargs, tables, create)
+
+
+def creation_lock(parsed: URL, engine_kwargs: dict):
+    """A lock every process creating this store takes: the directory of a SQLite file (no lock file
+    is left beside the store), an advisory lock in a PostgreSQL database."""
+    if parsed.get_backend_name() == "postgresql":
+        return postgres_lock(parsed, "create-schema", engine_kwargs=engine_kwargs)
+    return file_lock(Path(parsed.database).resolve().parent)
+
+
+def _storage(parsed: URL, shown: str, heartbeat_grace: int, engine_kwargs: dict, tables: set[str],
+             create: bool = True) -> RDBStorage:
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = ResilientRDBStorage(
