@@ -56,6 +56,10 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
                              ("first_seed", first_seed, 0), ("last_k", last_k, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    # A target outside 0-100 (or NaN) makes every later reading of the confirmation fail: refused
+    # before hours of training, not stored after them.
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 <= target <= 100:
+        raise ConfigError(f"target must be a percentage between 0 and 100, got {target!r}")
     if first_seed + seeds > 2**31:
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
     if workers > 1:

@@ -72,10 +72,52 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
     details = describe(study, record, confirmed, config, spec, weights_line if blob else None, source_label)
     source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details,
                            weights=relative_weights_path(module_path, weights_path) if weights_path else None)
+    check_computes_the_same(source, spec, blob, f"trial #{record.number}")
     # The weights first: a module must never be in place without the weights it loads.
     outputs = ([(weights_path, blob)] if blob is not None else []) + [(module_path, source.encode())]
     write_files(outputs)
     return Exported(record, module_path, weights_path, weights_line)
+
+
+def check_computes_the_same(source: str, spec: ArchSpec, blob: bytes | None, what: str) -> None:
+    """UserError unless the generated module's ``Net`` computes what the library's network of
+    ``spec`` computes, with the same weights (``blob``, else seeded ones), on fixed inputs.
+
+    The source is the checked template (``export_source`` parsed it back), so running it runs
+    only its own definitions; a spec the template renders differently from the trainer's
+    network (an edited field both accept) would otherwise ship a network nobody trained.
+    """
+    import torch
+    from safetensors.torch import load
+
+    from mnist_search.trainer import build_seeded
+
+    library = build_seeded(spec, 0)
+    if blob is not None:
+        library.load_state_dict(load(blob))
+    namespace: dict = {"__name__": "mnist_search_export_check"}
+    exec(compile(source, "<exported module>", "exec"), namespace)  # noqa: S102 - the checked template
+    generated = namespace["Net"]()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(8, 1, 28, 28, generator=generator)
+    # Also with every tensor drawn at random: fresh BatchNorm statistics are an identity that
+    # would hide, say, a norm and a ReLU in the wrong order.
+    drawn = {name: torch.rand(t.shape, generator=generator) + 0.5 if t.is_floating_point() else t
+             for name, t in library.state_dict().items()}
+    for state in (library.state_dict(), drawn):
+        library.load_state_dict(state)
+        try:
+            generated.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"the module generated for {what} does not hold its network's tensors "
+                            f"({str(exc).splitlines()[0]}); nothing was written") from None
+        with torch.no_grad():
+            expected, got = library.eval()(inputs), generated.eval()(inputs)
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            difference = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
+            raise UserError(f"the module generated for {what} computes something other than its network (largest "
+                            f"difference {difference:.3g} on fixed inputs); its stored spec may have been edited; "
+                            "nothing was written")
 
 
 def weights_source(record: TrialRecord, confirmed: Confirmation | None) -> tuple[str | None, str | None, str, str]:
