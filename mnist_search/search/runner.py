@@ -25,6 +25,8 @@ from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
 from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import check_study_name, default_artifact_dir, mask_password, open_storage
+from mnist_search.storage.files import remove_if_empty
+from mnist_search.storage.opening import NoStore, check_location
 from mnist_search.trainer import cpu_threads_per_process, load_mnist, resolve_device
 
 WORKER_SLOTS = "worker_slots"  # study attribute: sampler seeds handed out so far (one per process)
@@ -55,15 +57,31 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
         check_workers(settings.workers)
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
-    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
-    data = load_mnist(where.data_dir, val_size=settings.val_size)  # before the study: bad data writes nothing
+    # Everything that can be checked without writing is checked first: bad input leaves no
+    # store, no study and no artifact directory behind.
+    check_location(where.storage_url)
+    data = load_mnist(where.data_dir, val_size=settings.val_size)
     if settings.warm_start == where.study_name:
         raise UserError(f"warm_start names this study ({where.study_name!r}); name the study to copy from")
-    # The study to copy from is checked first, so a typo creates no empty study.
-    picks = best_of(load_existing(storage, settings.warm_start), settings.warm_start_top) if settings.warm_start else []
-    with quiet_optuna():
-        study = create_or_resume(storage, where.study_name, settings)
+    picks = []
+    if settings.warm_start:  # the study to copy from is checked first, so a typo creates nothing
+        try:
+            source = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
+        except NoStore:
+            raise UserError(f"no study named {settings.warm_start!r} to warm-start from: the store holds no "
+                            "study yet") from None
+        picks = best_of(load_existing(source, settings.warm_start), settings.warm_start_top)
+        source.engine.dispose()
+    made_artifacts = not where.artifacts.exists()
     check_artifacts_writable(where.artifacts)
+    try:
+        storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+        with quiet_optuna():
+            study = create_or_resume(storage, where.study_name, settings)
+    except BaseException:
+        if made_artifacts:
+            remove_if_empty(where.artifacts)
+        raise
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     progress = progress or SearchProgress(settings.trials)
     if picks:
