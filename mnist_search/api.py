@@ -31,6 +31,11 @@ def search(settings: SearchSettings | None = None, *, storage: str | None = None
     $MNIST_SEARCH_DATA_DIR, else ~/.cache/mnist-search); ``artifacts`` is where the trials'
     weights go (default: beside the SQLite file).
 
+    With ``workers`` > 1 the trials run in spawned processes, which import your script again:
+    in a script, call this under ``if __name__ == "__main__":`` (it is refused otherwise, before
+    anything starts). Nothing process-wide is left changed: Optuna's verbosity, the global
+    torch generator and ``sys.stdout``/``sys.stderr`` are as they were, in every thread.
+
     The options are those of :class:`SearchSettings`, given as keyword arguments or as
     ``settings=SearchSettings(...)`` (keywords then override it):
     """
@@ -58,7 +63,8 @@ def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[i
     confirmation in the study and return (trial, confirmation) pairs.
 
     A confirmation judges consistency: every one of the last ``last_k`` epochs of every seed at
-    or above ``target`` percent. ``workers`` trains that many seeds at once in processes.
+    or above ``target`` percent. ``workers`` trains that many seeds at once in spawned
+    processes (in a script: call it under ``if __name__ == "__main__":``, as for :func:`search`).
     """
     from mnist_search.search.confirm import confirm as confirm_study
     from mnist_search.search.confirm import print_epoch

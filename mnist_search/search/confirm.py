@@ -18,7 +18,7 @@ from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.machine import check_seeds, check_workers
-from mnist_search.search.processes import run_processes
+from mnist_search.search.processes import check_main_guard, run_processes
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
 from mnist_search.storage.locks import Busy, held_lock
 from mnist_search.trainer import (
@@ -64,6 +64,7 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
     if workers > 1:
         check_workers(workers)
+        check_main_guard()
     data_dir = str(data_dir) if data_dir is not None else None
     chosen = choose(study, top, trials)
     for record in chosen:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import zlib
@@ -19,7 +20,7 @@ from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
 from mnist_search.search.machine import check_workers
 from mnist_search.search.objective import Objective, TrainingDiverged
-from mnist_search.search.processes import Outcome, run_processes
+from mnist_search.search.processes import Outcome, check_main_guard, run_processes
 from mnist_search.search.progress import SearchProgress, counts
 from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
@@ -55,6 +56,7 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     check_study_name(where.study_name)
     if settings.workers > 1:
         check_workers(settings.workers)
+        check_main_guard()
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
     # Everything that can be checked without writing is checked first: bad input leaves no
@@ -213,17 +215,32 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
                        catch=(TrainingDiverged,), gc_after_trial=False, n_jobs=settings.jobs)
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 @contextlib.contextmanager
 def quiet_optuna():
     """Optuna's INFO log repeats our progress lines (and warnings with tracebacks): show only its
-    errors while we run, unless the caller asked for its debug log; then restore the caller's level."""
-    verbosity = optuna.logging.get_verbosity()
-    if verbosity > optuna.logging.DEBUG:
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    errors while we run, unless the caller asked for its debug log.
+
+    A filter of our own on Optuna's handlers, not its verbosity: the caller's setting is never
+    changed, and searches in several threads each add and remove their own filter, so none can
+    restore a level another one set.
+    """
+    if optuna.logging.get_verbosity() <= optuna.logging.DEBUG:
+        yield
+        return
+    handlers = list(logging.getLogger("optuna").handlers)
+    quiet = _BelowError()
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
         yield
     finally:
-        optuna.logging.set_verbosity(verbosity)
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, progress: SearchProgress) -> None:

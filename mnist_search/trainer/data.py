@@ -1,7 +1,8 @@
 """MNIST on disk -> uint8 tensors in memory, with a stratified validation split.
 
-Files are read with ``torchvision.datasets.MNIST`` (which downloads and verifies them on
-a machine that is online) and held once as uint8 tensors; the trainer normalises them on
+Files are read here, each measured against its IDX header before it is read, and held once
+as uint8 tensors (``torchvision.datasets.MNIST`` only downloads and verifies missing files on
+a machine that is online); the trainer normalises them on
 its device. The directory is resolved as ``--data-dir`` > ``MNIST_SEARCH_DATA_DIR`` > a
 per-user cache directory, and must use torchvision's layout (``<dir>/MNIST/raw/...``).
 """
@@ -12,6 +13,7 @@ import contextlib
 import io
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,40 +121,57 @@ def stratified_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tens
     return torch.sort(torch.cat(chosen)).values
 
 
-def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST  # torchvision is slow to import; only pay when reading data
+_DOWNLOAD = threading.Lock()  # the redirection of the process's streams below must not interleave
 
+
+def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     kind = "training" if train else "test"
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
+    if missing:
+        _download(root, raw, kind, missing, download)
     prefix = "train" if train else "t10k"
-    for name in RAW_FILES:
-        if name.startswith(prefix) and name not in missing:
-            _check_size(raw / name, kind)
-    try:
-        # torchvision prints download progress to stdout; keep the CLI's output clean.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            dataset = MNIST(str(root), train=train, download=download and bool(missing))
-    except OSError as exc:
-        raise DataError(f"cannot read the MNIST {kind} files in {raw}: {exc.strerror or exc}") from None
-    except (RuntimeError, AssertionError, ValueError, TypeError, KeyError, IndexError) as exc:
-        if missing:
-            raise DataError(
-                f"MNIST files not found in {raw} (missing {', '.join(missing)})"
-                + (" and the download failed" if download else "")
-                + f"; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR where DIR/MNIST/raw holds the four MNIST files"
-            ) from None
-        raise DataError(
-            f"the MNIST {kind} files in {raw} are truncated or corrupted ({type(exc).__name__}: {exc}); "
-            "delete them to download again, or point --data-dir at good copies"
-        ) from None
-    images, labels = dataset.data, dataset.targets
+    images, labels = (_read_idx(raw / name, kind) for name in RAW_FILES if name.startswith(prefix))
     _check(images, labels, kind, raw)
     return images.contiguous(), labels.long()
 
 
-def _check_size(path: Path, kind: str) -> None:
-    """DataError unless the file is exactly as long as its IDX header says, checked before it is read whole."""
+def _download(root: Path, raw: Path, kind: str, missing: list[str], download: bool) -> None:
+    """Fetch the MNIST files with torchvision (which verifies them), or say which are missing."""
+    try:
+        if not download:
+            raise RuntimeError("not downloading")
+        from torchvision.datasets import MNIST  # slow to import: only when files are missing
+
+        # torchvision prints download progress to stdout: kept out of the caller's output, one
+        # download at a time, so the streams are put back exactly as they were.
+        with _DOWNLOAD, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            MNIST(str(root), train=True, download=True)
+    except Exception:  # noqa: BLE001 - offline, refused, or files that fail torchvision's checksums
+        raise DataError(
+            f"MNIST files not found in {raw} (missing {', '.join(missing)})"
+            + (" and the download failed" if download else "")
+            + f"; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR where DIR/MNIST/raw holds the four MNIST files"
+        ) from None
+
+
+def _read_idx(path: Path, kind: str) -> torch.Tensor:
+    """One IDX file of uint8 data as a tensor of its header's shape, measured before it is read."""
+    shape = _check_size(path, kind)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the MNIST {kind} files in {path.parent}: {exc.strerror or exc}") from None
+    body = bytearray(data[4 + 4 * len(shape):])
+    if len(body) != math.prod(shape):  # changed since it was measured
+        raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {path.name} changed "
+                        "while it was read; delete them to download again, or point --data-dir at good copies")
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(shape) if body else torch.empty(shape, dtype=torch.uint8)
+
+
+def _check_size(path: Path, kind: str) -> tuple[int, ...]:
+    """The shape in the file's IDX header; DataError unless the file is exactly as long as the
+    header says, checked before it is read whole."""
     import struct
 
     problem = None
@@ -176,6 +195,7 @@ def _check_size(path: Path, kind: str) -> None:
     if problem:
         raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {problem}; "
                         "delete them to download again, or point --data-dir at good copies")
+    return tuple(shape)
 
 
 def _check(images: torch.Tensor, labels: torch.Tensor, kind: str, raw: Path) -> None:
