@@ -2,15 +2,28 @@
 (real SQLite files, a fresh database on the real PostgreSQL server)."""
 
 import shutil
+import uuid
 
 import psycopg
+import pytest
 
 from tests.helpers import assert_user_error, cli_in_process
+from tests.storage.conftest import PG_ADMIN_URL, pg_admin
 
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
 
 
-def test_a_run_refused_for_bad_input_leaves_no_store_and_no_artifact_directory(tiny_mnist, tmp_path, postgres_url):
+@pytest.fixture
+def empty_database():
+    """A fresh database of its own (the shared test database holds other tests' studies)."""
+    name = f"mnist_search_refused_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_run_refused_for_bad_input_leaves_no_store_and_no_artifact_directory(tiny_mnist, tmp_path, empty_database):
+    postgres_url = empty_database
     work = tmp_path / "work"
     work.mkdir()
     (work / "a-file").write_text("")
