@@ -35,6 +35,11 @@ def search(settings: SearchSettings | None = None, *, storage: str | None = None
     holds the files, else ~/.cache/mnist-search); ``artifacts`` is where the trials' weights go
     (default: beside the SQLite file).
 
+    With ``workers`` > 1 the trials run in spawned processes, which import your script again:
+    in a script, call this under ``if __name__ == "__main__":`` (it is refused otherwise, before
+    anything starts). Nothing process-wide is left changed: Optuna's verbosity, the global
+    torch generator and ``sys.stdout``/``sys.stderr`` are as they were, in every thread.
+
     The options are those of :class:`SearchSettings`, given as keyword arguments or as
     ``settings=SearchSettings(...)`` (keywords then override it); each with its default:
     """
@@ -88,7 +93,8 @@ def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[i
 
     A confirmation judges consistency: every one of the last ``last_k`` epochs of every seed at
     or above ``target`` percent (``last_k`` default: the K the search scored on, at most the
-    trial's epochs). ``workers`` trains that many seeds at once in processes. ``data_dir``
+    trial's epochs). ``workers`` trains that many seeds at once in spawned processes (in a
+    script: call it under ``if __name__ == "__main__":``, as for :func:`search`). ``data_dir``
     default: the directory the study was searched on (then as for :func:`search`).
     """
     from mnist_search.search.confirm import ConfirmProgress
@@ -161,8 +167,12 @@ def report(study: optuna.Study, output: str | os.PathLike = "report") -> list[Pa
     """Write ``study``'s leaderboard (leaderboard.md), PNG plots and an index.md into the
     directory ``output``; returns the paths written."""
     from mnist_search.search.report import report as write
+    from mnist_search.storage.files import store_files
+    from mnist_search.trainer.data import mnist_dir
 
-    return write(study, Path(output))
+    url = storage_url_of(study)
+    return write(study, Path(output), protected=store_files(url) if url else (),
+                 protected_dirs=((artifact_dir_of(study), "the trials' weights"), (mnist_dir(), "the MNIST files")))
 
 
 def leaderboard(study: optuna.Study, top: int = 10):

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 FLAGS = {"top": "--top", "seeds": "--seeds", "workers": "--workers", "first_seed": "--first-seed",
-         "last_k": "--last-k"}
+         "last_k": "--last-k", "target": "--target"}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from mnist_search.defaults import DEFAULT_VAL_SIZE
 from mnist_search.errors import ConfigError, UserError
 
 HELP = "train one architecture with its recipe and save metrics and weights"
+WEIGHTS, METRICS = "weights.safetensors", "metrics.json"
+OUTPUTS = (WEIGHTS, "spec.json", METRICS)
 COLUMNS = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "seconds")
 
 
@@ -58,8 +60,9 @@ def _teacher(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.models import analyse, flops_per_image, is_separable
-    from mnist_search.models.weights import save_weights
+    from mnist_search.models.weights import weights_bytes
     from mnist_search.search.meter import BatchMeter, plural
+    from mnist_search.storage.files import remove_if_empty, write_files
     from mnist_search.trainer import (
         TrainConfig,
         build_seeded,
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         should_compile,
         splits_for,
     )
+    from mnist_search.trainer.data import mnist_dir
 
     name, spec, preset = architecture(args)
     analysis = analyse(spec)
@@ -88,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     from mnist_search.search.data_dir import data_dir_for
 
-    data = load_mnist(data_dir_for(args.data_dir), val_size=args.val_size)  # before the output dir: bad data leaves none
-    out = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    data_dir = data_dir_for(args.data_dir)
+    data = load_mnist(data_dir, val_size=args.val_size)  # before the output dir: bad data leaves none
+    out, created = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}", mnist_dir(data_dir))
     train, evaluate_on = splits_for(data, args.eval)
     compile_model = should_compile(args.compile, config, len(train), str(device))
     if device.type == "cpu":
@@ -122,23 +127,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=meter.batch,
                      compile_model=compile_model, teacher=teacher)
-    except BaseException:  # interrupted or crashed: leave no empty output directory behind
         meter.close()
-        if not any(out.iterdir()):
-            out.rmdir()
+        wall = time.perf_counter() - started
+        metrics = {
+            "name": name, "params": analysis.params, "receptive_field": analysis.receptive_field,
+            "status": result.status, "message": result.message, "device": str(device), "evaluated_on": args.eval,
+            "train_images": len(train), "eval_images": len(evaluate_on), "compiled": compile_model,
+            "wall_seconds": wall, "config": config.to_dict(), "spec": spec.to_dict(), "history": result.history,
+        }
+        write_files([(out / WEIGHTS, weights_bytes(model)), (out / "spec.json", (spec.to_json(indent=2) + "\n").encode()),
+                     (out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())])
+    except BaseException:  # interrupted, crashed or a full disk: leave no empty output directory behind
+        meter.close()
+        if created:
+            remove_if_empty(out)
         raise
-    meter.close()
-    wall = time.perf_counter() - started
-
-    save_weights(model, out / "weights.safetensors")
-    (out / "spec.json").write_text(spec.to_json(indent=2) + "\n")
-    metrics = {
-        "name": name, "params": analysis.params, "receptive_field": analysis.receptive_field,
-        "status": result.status, "message": result.message, "device": str(device), "evaluated_on": args.eval,
-        "train_images": len(train), "eval_images": len(evaluate_on), "compiled": compile_model,
-        "wall_seconds": wall, "config": config.to_dict(), "spec": spec.to_dict(), "history": result.history,
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if result.status != "completed":
         print(f"stopped: {result.message}")
         print(f"partial metrics in {out}")
@@ -149,12 +152,17 @@ def run(args: argparse.Namespace) -> int:
         f"done in {wall:.1f} s: final {args.eval} accuracy {accs[-1]:.2f}%, best {max(accs):.2f}%, "
         f"last {plural(len(last), 'epoch')} min {min(last):.2f}% mean {sum(last) / len(last):.2f}%"
     )
-    print(f"wrote {out / 'metrics.json'} and {out / 'weights.safetensors'}")
+    print(f"wrote {out / METRICS} and {out / WEIGHTS}")
     return 0
 
 
-def _prepare_out_dir(path: str) -> Path:
+def _prepare_out_dir(path: str, data: Path) -> tuple[Path, bool]:
+    """The output directory, created, once every file the run will write there may be written;
+    and whether this run created it (a failed run removes it again)."""
+    from mnist_search.storage.files import check_output, remove_if_empty
+
     out = Path(path)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -162,4 +170,11 @@ def _prepare_out_dir(path: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --output") from None
-    return out
+    try:
+        for file in OUTPUTS:  # before training: hours of work must not end in a refused write
+            check_output(out / file, "the output file", protected_dirs=((data, "the MNIST files"),))
+    except UserError:
+        if created:
+            remove_if_empty(out)
+        raise
+    return out, created

@@ -5,15 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 from torch import nn
 
 from mnist_search.errors import UserError
 
 
+def _state(model: nn.Module) -> dict:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+
+
 def save_weights(model: nn.Module, path: str | Path) -> None:
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(path))
+    save_file(_state(model), str(path))
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    """The safetensors file ``save_weights`` would write, in memory (for writes that must be atomic)."""
+    return save(_state(model))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -3,9 +3,10 @@ seed, scoring the TEST set every epoch. The only place the test set is used."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -18,10 +19,12 @@ from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.data_dir import data_dir_for
+from mnist_search.search.machine import check_seeds, check_workers
 from mnist_search.search.meter import BatchMeter
-from mnist_search.search.processes import run_processes
+from mnist_search.search.processes import check_main_guard, run_processes
 from mnist_search.search.progress import plural
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
+from mnist_search.storage.locks import Busy, held_lock
 from mnist_search.trainer import (
     TrainConfig,
     build_seeded,
@@ -32,7 +35,7 @@ from mnist_search.trainer import (
     resolve_device,
     should_compile,
 )
-from mnist_search.trainer.fusion import check_fusable
+from mnist_search.trainer.fusion import check_fusable, seed_groups
 
 EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, epoch, metrics)
 
@@ -64,29 +67,64 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
                              ("first_seed", first_seed, 0), ("last_k", 1 if last_k is None else last_k, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    # A target outside 0-100 (or NaN) makes every later reading of the confirmation fail: refused
+    # before hours of training, not stored after them.
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 <= target <= 100:
+        raise ConfigError(f"target must be a percentage between 0 and 100, got {target!r}")
     if first_seed + seeds > 2**31:
         raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
+    if workers > 1:
+        check_workers(workers)
+        check_main_guard()
     data_dir = data_dir_for(data_dir, study)
     chosen = choose(study, top, trials)
     for record in chosen:
+        check_seeds(seeds, record.params or 0)
         if last_k is not None and record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
             raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s "
                               f"{plural(record.epochs_per_seed, 'epoch')}; use at most {record.epochs_per_seed}")
+    teacher = _study_teacher(study)
+    for record in chosen:
+        if record.config.get("distill_weight") and teacher is None:
+            raise ConfigError(f"trial #{record.number} learnt from a teacher, but study {study.study_name!r} "
+                              "records none to retrain it with")
     device = str(resolve_device(device))
     artifacts = Path(artifact_dir)
-    try:  # before hours of training, not after them
-        artifacts.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
-    data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
-    teacher = _study_teacher(study)
+    with contextlib.ExitStack() as claims:
+        for record in chosen:
+            claims.enter_context(_claim(study, record.number))
+        try:  # before hours of training, not after them
+            artifacts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
+        data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
+        return _confirm_all(study, chosen, seeds, first_seed, last_k, target, workers, device, compile, data_dir,
+                            artifacts, fuse, data, teacher, on_epoch, on_trial, on_batch)
+
+
+@contextlib.contextmanager
+def _claim(study: optuna.Study, number: int) -> Iterator[None]:
+    """Trial ``number`` is this process's to confirm until the context ends: two confirmations of one
+    trial at once would each store their result over the other's, losing one silently."""
+    lock = held_lock(study._storage, f"confirm:{study.study_name}:{number}")
+    try:
+        lock.__enter__()
+    except Busy:
+        raise UserError(f"trial #{number} of study {study.study_name!r} is being confirmed by another process "
+                        "right now; wait for it to finish (a confirmation replaces the earlier one) or confirm "
+                        "another trial") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _confirm_all(study, chosen, seeds, first_seed, last_k, target, workers, device, compile, data_dir, artifacts,
+                 fuse, data, teacher, on_epoch, on_trial, on_batch) -> list[tuple[TrialRecord, Confirmation]]:
     confirmed = []
     for record in chosen:
         if on_trial:
             on_trial(record, record.epochs_per_seed or 0)
-        if record.config.get("distill_weight") and teacher is None:
-            raise ConfigError(f"trial #{record.number} learnt from a teacher, but study {study.study_name!r} "
-                              "records none to retrain it with")
         jobs = [json.dumps({"spec": record.spec, "config": {**record.config, "seed": seed}, "device": device,
                             "compile": compile, "data_dir": data_dir, "trial": record.number, "teacher": teacher})
                 for seed in range(first_seed, first_seed + seeds)]
@@ -196,17 +234,19 @@ def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None,
     except SpecError:
         return None
     train = data.full_train()
+    fitted = []
+    for group in seed_groups(spec, seeds):  # as many seeds at once as one fused network may hold
 
-    def epoch_done(epoch: int, metrics: list[dict | None]) -> None:
-        if on_epoch:
-            for seed, seed_metrics in zip(seeds, metrics):
-                if seed_metrics is not None:
-                    on_epoch(first["trial"], seed, epoch, seed_metrics)
+        def epoch_done(epoch: int, metrics: list[dict | None], group: list[int] = group) -> None:
+            if on_epoch:
+                for seed, seed_metrics in zip(group, metrics):
+                    if seed_metrics is not None:
+                        on_epoch(first["trial"], seed, epoch, seed_metrics)
 
-    fitted = fit_seeds(spec, config, seeds, train, data.test, device=first["device"], on_epoch=epoch_done,
-                       on_batch=on_batch,
-                       compile_model=should_compile(first["compile"], config, len(train), first["device"]),
-                       teacher=_teacher(first, config))
+        fitted += fit_seeds(spec, config, group, train, data.test, device=first["device"], on_epoch=epoch_done,
+                            on_batch=on_batch,
+                            compile_model=should_compile(first["compile"], config, len(train), first["device"]),
+                            teacher=_teacher(first, config))
     return [(_run_record(config.replace(seed=f.seed), f.result, first["device"]), _weights(f.model)) for f in fitted]
 
 

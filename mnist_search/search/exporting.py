@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ from mnist_search.models.export import export_source, relative_weights_path
 from mnist_search.search.artifacts import read_weights
 from mnist_search.search.meter import plural
 from mnist_search.search.records import Confirmation, RecordError, TrialRecord, best_trial, confirmation
+from mnist_search.storage.files import check_output, write_files
 from mnist_search.trainer import TrainConfig
+from mnist_search.trainer.data import mnist_dir
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,54 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
     details = describe(study, record, confirmed, config, spec, weights_line if weights_path else None, source_label)
     source = export_source(spec, f"Net: the best network of mnist-search study {study.study_name!r}", details,
                            weights=relative_weights_path(module_path, weights_path) if weights_path else None)
-    outputs = [(module_path, source.encode())] + ([(weights_path, blob)] if weights_path is not None else [])
+    check_computes_the_same(source, spec, blob, f"trial #{record.number}")
+    # The weights first and the module last: a module must never be in place without the weights it loads.
+    outputs = [(weights_path, blob)] if weights_path is not None else []
     if deploy is not None:
         outputs += deploy(record, confirmed, spec, config, blob, weights_line, outputs)
-    write_all_or_nothing(outputs)
+    write_files(outputs + [(module_path, source.encode())])
     return Exported(record, module_path, weights_path, weights_line)
+
+
+def check_computes_the_same(source: str, spec: ArchSpec, blob: bytes | None, what: str) -> None:
+    """UserError unless the generated module's ``Net`` computes what the library's network of
+    ``spec`` computes, with the same weights (``blob``, else seeded ones), on fixed inputs.
+
+    The source is the checked template (``export_source`` parsed it back), so running it runs
+    only its own definitions; a spec the template renders differently from the trainer's
+    network (an edited field both accept) would otherwise ship a network nobody trained.
+    """
+    import torch
+    from safetensors.torch import load
+
+    from mnist_search.trainer import build_seeded
+
+    library = build_seeded(spec, 0)
+    if blob is not None:
+        library.load_state_dict(load(blob))
+    namespace: dict = {"__name__": "mnist_search_export_check"}
+    exec(compile(source, "<exported module>", "exec"), namespace)  # noqa: S102 - the checked template
+    generated = namespace["Net"]()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(8, 1, 28, 28, generator=generator)
+    # Also with every tensor drawn at random: fresh BatchNorm statistics are an identity that
+    # would hide, say, a norm and a ReLU in the wrong order.
+    drawn = {name: torch.rand(t.shape, generator=generator) + 0.5 if t.is_floating_point() else t
+             for name, t in library.state_dict().items()}
+    for state in (library.state_dict(), drawn):
+        library.load_state_dict(state)
+        try:
+            generated.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"the module generated for {what} does not hold its network's tensors "
+                            f"({str(exc).splitlines()[0]}); nothing was written") from None
+        with torch.no_grad():
+            expected, got = library.eval()(inputs), generated.eval()(inputs)
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            difference = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
+            raise UserError(f"the module generated for {what} computes something other than its network (largest "
+                            f"difference {difference:.3g} on fixed inputs); its stored spec may have been edited; "
+                            "nothing was written")
 
 
 def weights_source(record: TrialRecord, confirmed: Confirmation | None) -> tuple[str | None, str | None, str, str]:
@@ -173,44 +217,12 @@ def _check_outputs(module: Path, weights: Path | None, artifact_dir: Path | None
                    protected: tuple[str | os.PathLike, ...], force: bool = False) -> None:
     """Refuse outputs that would replace the store, an artifact, an input or each other."""
     outputs = [("module", module)] + ([("weights", weights)] if weights is not None else [])
-    resolved = {what: path.resolve() for what, path in outputs}
-    if weights is not None and resolved["module"] == resolved["weights"]:
+    if weights is not None and module.resolve() == weights.resolve():
         raise UserError(f"the module and the weights would both be written to {module}; give them different paths")
-    guarded = [Path(p).resolve() for p in protected]
+    dirs = [(mnist_dir(), "the MNIST files")]
+    if artifact_dir is not None:
+        dirs.append((artifact_dir, "the trials' weights (the artifact directory)"))
     for what, path in outputs:
-        target = resolved[what]
-        if target.is_dir():
-            raise UserError(f"the {what} output {path} is a directory; name a file")
-        if any(target == g or (g.is_dir() and g in target.parents) for g in guarded):
-            raise UserError(f"the {what} output {path} would replace the study store; choose another path")
-        if artifact_dir is not None and (target == artifact_dir.resolve() or artifact_dir.resolve() in target.parents):
-            raise UserError(f"the {what} output {path} lies in the artifact directory {artifact_dir}, which holds the"
-                            " trials' weights; choose a path outside it")
-        if not target.parent.is_dir():
-            raise UserError(f"the directory of the {what} output {path} does not exist; create it first")
-    for what, path in outputs:
-        if not force and resolved[what].exists():
+        check_output(path, f"the {what} output", protected, dirs)
+        if not force and path.exists():
             raise OutputExists(f"{path} exists already (an earlier export?); set force to replace it", str(path))
-
-
-def write_all_or_nothing(outputs: list[tuple[Path, bytes]]) -> None:
-    """Write each (path, content) to a temporary file beside it, then rename them all into place;
-    on any failure remove the temporary files and leave every path as it was."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, content in outputs:
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-            staged.append((temporary, path))
-            with os.fdopen(handle, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temporary, 0o644)
-        for temporary, path in staged:
-            os.replace(temporary, path)
-    except OSError as exc:
-        for temporary, _ in staged:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-        raise UserError(f"cannot write {exc.filename or 'the export'}: {exc.strerror or exc}; nothing was written"
-                        ) from None

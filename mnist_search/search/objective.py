@@ -20,7 +20,7 @@ from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.space import Infeasible, sample_choices, sample_config, spec_from_choices
 from mnist_search.trainer import MNISTData, TrainConfig, build_seeded, fit, fit_seeds, should_compile
-from mnist_search.trainer.fusion import check_fusable
+from mnist_search.trainer.fusion import check_fusable, seed_groups
 
 SCORE_DIGITS = 6
 
@@ -135,28 +135,36 @@ class Objective:
             return
         seeds = [self.seed + index for index in range(self.seeds)]
         histories.extend([] for _ in seeds)
+        fitted: list = []
+        # A fused network is as wide as its copies together: more seeds than one network may hold
+        # train in groups, one after another. The pruner sees the first group's mean at step =
+        # epoch (as it sees the first seed's when seeds cannot be fused), every trial alike.
+        for group in seed_groups(spec, seeds):
+            first = len(fitted)
 
-        def on_epoch(epoch: int, metrics: list[dict | None]) -> None:
-            if any(m is None for m in metrics):
-                return  # a diverged seed: the trial fails below, once fit_seeds returns
-            for index, (history, seed_metrics) in enumerate(zip(histories, metrics)):
-                history.append(seed_metrics)
-                if self.on_epoch is not None:
-                    self.on_epoch(trial.number, index, epoch, seed_metrics)
-            trial.set_user_attr(records.HISTORY, histories[0])
-            trial.set_user_attr(records.SEED_HISTORIES, histories[1:])
-            self._report(trial, statistics.fmean(m["eval_acc"] for m in metrics), epoch, started,
-                         f"epoch {epoch} (mean of {len(seeds)} seeds)")
+            def on_epoch(epoch: int, metrics: list[dict | None], first: int = first, group: list[int] = group) -> None:
+                if any(m is None for m in metrics):
+                    return  # a diverged seed: the trial fails below, once fit_seeds returns
+                for index, seed_metrics in enumerate(metrics, start=first):
+                    histories[index].append(seed_metrics)
+                    if self.on_epoch is not None:
+                        self.on_epoch(trial.number, index, epoch, seed_metrics)
+                trial.set_user_attr(records.HISTORY, histories[0])
+                trial.set_user_attr(records.SEED_HISTORIES, histories[1:])
+                if first == 0:
+                    self._report(trial, statistics.fmean(m["eval_acc"] for m in metrics), epoch, started,
+                                 f"epoch {epoch} (mean of {len(group)} seeds)")
 
-        fitted = fit_seeds(spec, config, seeds, self.data.train, self.data.val, device=self.device, on_epoch=on_epoch,
-                           on_batch=self._batches(trial.number, None),
-                           compile_model=should_compile(self.compile_choice, config, len(self.data.train), self.device),
-                           teacher=self.teacher)
-        failed = next((f for f in fitted if f.result.status != "completed"), None)
-        if failed is not None:
-            trial.set_user_attr("seconds", time.perf_counter() - started)
-            trial.set_user_attr("status", failed.result.status)
-            raise TrainingDiverged(f"seed {seeds.index(failed.seed) + 1}: {failed.result.message}")
+            fitted += fit_seeds(spec, config, group, self.data.train, self.data.val, device=self.device,
+                                on_epoch=on_epoch, on_batch=self._batches(trial.number, None),
+                                compile_model=should_compile(self.compile_choice, config, len(self.data.train),
+                                                             self.device),
+                                teacher=self.teacher)
+            failed = next((f for f in fitted if f.result.status != "completed"), None)
+            if failed is not None:
+                trial.set_user_attr("seconds", time.perf_counter() - started)
+                trial.set_user_attr("status", failed.result.status)
+                raise TrainingDiverged(f"seed {seeds.index(failed.seed) + 1}: {failed.result.message}")
         self._store(trial, fitted[0].model)
 
     def _batches(self, number: int, seed: int | None) -> Callable[[int, int], None] | None:

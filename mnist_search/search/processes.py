@@ -13,6 +13,7 @@ fails the trial it held at once, rather than after the heartbeat grace period).
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import multiprocessing
 import os
@@ -53,6 +54,58 @@ class Outcome:
             except ValueError:
                 return f"was killed by signal {-self.exitcode}"
         return f"exited with code {self.exitcode}"
+
+
+def check_main_guard(setting: str = "workers") -> None:
+    """UserError when worker processes would run the caller's script again.
+
+    Spawned processes import the main script (as ``__mp_main__``) before they get their work;
+    a script that calls the library at its top level, outside ``if __name__ == "__main__":``,
+    would make every worker start the search again, and each die. Checked in the parent, before
+    anything starts; a worker that gets here while importing the script is refused too.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise UserError(f"a worker process is importing the main script, which starts {setting} again: put the call "
+                        'under `if __name__ == "__main__":`')
+    line = unguarded_main_line()
+    if line is not None:
+        main = sys.modules["__main__"]
+        raise UserError(f"{setting} > 1 starts processes that import {main.__file__} again, and its line {line} makes "
+                        'this call outside `if __name__ == "__main__":`, so every worker would run it too; put the '
+                        "call under that line")
+
+
+def unguarded_main_line() -> int | None:
+    """The line of the main script running this call when it is not inside ``if __name__ == "__main__":``."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if not path or (spec is not None and spec.name.endswith("__main__")):  # -m package: spawn skips it
+        return None
+    frame, line = sys._getframe(), None
+    while frame is not None:
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            return None if isinstance(node, ast.If) and _tests_main(node.test) else line
+    return None
+
+
+def _tests_main(test: ast.expr) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = {ast.dump(test.left), ast.dump(test.comparators[0])}
+    return sides == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))}
 
 
 def run_processes(target: Callable[[str], Any], payloads: list[str], threads_each: int,

@@ -9,6 +9,7 @@ records, never raw ``user_attrs`` strings.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping
@@ -252,6 +253,7 @@ def best_trial(study: optuna.Study, max_params: int | None = None) -> TrialRecor
         plain = next(r for r in done if r.params is None or r.spec is None or r.config is None)
         raise RecordError(f"trial #{plain.number} of study {study.study_name!r} has no stored network "
                           "(was the study made by mnist-search?)")
+    done = [_with_built_params(r, study.study_name) for r in done]
     within = [r for r in done if max_params is None or r.params <= max_params]
     if not within:
         smallest = min(r.params for r in done)
@@ -261,6 +263,19 @@ def best_trial(study: optuna.Study, max_params: int | None = None) -> TrialRecor
     if confirmed:
         return max(confirmed, key=lambda pair: pair[1].stats.last_k_mean)[0]
     return ranked(within, 1)[0]
+
+
+def _with_built_params(record: TrialRecord, study_name: str) -> TrialRecord:
+    """``record`` with the parameter count of the network its spec builds: a budget is checked
+    against what is exported, never against a stored number anyone could have edited."""
+    from mnist_search.models import ArchSpec, count_params
+
+    try:
+        built = count_params(ArchSpec.from_dict(record.spec))
+    except UserError as exc:
+        raise RecordError(f"trial #{record.number} of study {study_name!r} stores a spec that is not a network: "
+                          f"{exc}") from None
+    return record if built == record.params else dataclasses.replace(record, params=built)
 
 
 class _Reader:

@@ -8,7 +8,9 @@ reading is not drawn: index.md says why in its place.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -21,10 +23,12 @@ import optuna
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
+from mnist_search.errors import UserError
 from mnist_search.models import PRESETS, analyse
 from mnist_search.search import records
 from mnist_search.search.meter import plural
 from mnist_search.search.study import score
+from mnist_search.storage.files import check_output, remove_if_empty, write_files
 
 TOP = 10
 CURVES = 5  # top trials drawn in the per-epoch plot; more lines than this tangle
@@ -148,25 +152,35 @@ def pareto_front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return front
 
 
-def report(study: optuna.Study, output: str | Path = "report") -> list[Path]:
-    """Write ``study``'s leaderboard, plots and index.md into the directory ``output``; the files written."""
+def report(study: optuna.Study, output: str | Path = "report", protected: tuple[str | os.PathLike, ...] = (),
+           protected_dirs: tuple[tuple[str | os.PathLike, str], ...] = ()) -> list[Path]:
+    """Write ``study``'s leaderboard, plots and index.md into the directory ``output``; the files
+    written. ``protected`` and ``protected_dirs`` as for :func:`write_report`."""
     from mnist_search.errors import UserError
 
     if not study.get_trials(deepcopy=False):
         raise UserError(f"study {study.study_name!r} has no trials yet; run a search first")
     try:
-        return write_report(study, Path(output))
+        return write_report(study, Path(output), protected, protected_dirs)
     except OSError as exc:
         raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}; choose another output") from None
 
 
-def write_report(study: optuna.Study, output: Path) -> list[Path]:
-    """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written."""
+def write_report(study: optuna.Study, output: Path, protected: tuple[str | os.PathLike, ...] = (),
+                 protected_dirs: tuple[tuple[str | os.PathLike, str], ...] = ()) -> list[Path]:
+    """Write the leaderboard, the plots and ``index.md`` into ``output``; returns the files written.
+
+    The files follow the rules of every output (``storage.files``): none may be a link, the
+    store (``protected``) or lie in ``protected_dirs``; all are written whole or none is.
+    """
     done = records.completed(study)  # checked: a damaged or foreign record is one line here, not a traceback later
     if done and all(r.params is None for r in done):
         raise records.RecordError(f"study {study.study_name!r} was not made by mnist-search: its trials store no "
                                   "network size to report on")
-    output.mkdir(parents=True, exist_ok=True)
+    if output.is_symlink() and not output.is_dir():
+        raise UserError(f"the report directory {output} is a symbolic link to a file; name a directory")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"the report directory {output} is a file; name a directory")
     rows = leaderboard(study)
     plots: dict[str, Figure | str] = {
         "accuracy_vs_params": accuracy_vs_params(study),
@@ -174,19 +188,30 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         "optimization_history": optimization_history(study),
         "param_importances": param_importances(study),
     }
-    written = []
+    files: list[tuple[Path, bytes]] = []
     try:
         for name, plot in plots.items():
             if isinstance(plot, Figure):
-                written.append(output / f"{name}.png")
-                plot.savefig(written[-1], dpi=DPI, bbox_inches="tight")
+                png = io.BytesIO()
+                plot.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+                files.append((output / f"{name}.png", png.getvalue()))
     finally:
         for plot in plots.values():
             if isinstance(plot, Figure):
                 plt.close(plot)
     index = output / "index.md"
-    index.write_text(_index(study, rows, plots))
-    return [index, *written]
+    files.append((index, _index(study, rows, plots).encode()))  # last: it links the plots
+    created = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        for path, _ in files:
+            check_output(path, "the report file", protected, protected_dirs)
+        write_files(files)
+    except BaseException:
+        if created:
+            remove_if_empty(output)
+        raise
+    return [index, *(path for path, _ in files[:-1])]
 
 
 def accuracy_vs_params(study: optuna.Study) -> Figure | str:

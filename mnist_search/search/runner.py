@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import warnings
@@ -20,13 +21,16 @@ import torch
 from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
 from mnist_search.search.data_dir import data_dir_for, remember
+from mnist_search.search.machine import check_workers
 from mnist_search.search.objective import Objective, TrainingDiverged
-from mnist_search.search.processes import Outcome, run_processes
+from mnist_search.search.processes import Outcome, check_main_guard, run_processes, unguarded_main_line
 from mnist_search.search.progress import SearchProgress, counts, plural
 from mnist_search.search.settings import SearchSettings
 from mnist_search.search.study import make_pruner, make_sampler
 from mnist_search.search.warm_start import best_of, enqueue
 from mnist_search.storage import check_study_name, default_artifact_dir, mask_password, open_storage
+from mnist_search.storage.files import remove_if_empty
+from mnist_search.storage.opening import NoStore, check_location
 from mnist_search.trainer import (
     cpu_threads_for_one_process,
     cpu_threads_per_process,
@@ -61,20 +65,42 @@ def run_search(settings: SearchSettings, where: Location, progress: SearchProgre
     """
     check_study_name(where.study_name)
     device = resolve_device(settings.device)
-    free = free_cpu_cores() if device.type == "cpu" and settings.workers is None else 1
-    settings = settings.replace(jobs=settings.jobs_for(device.type), workers=settings.workers_for(device.type, free))
-    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
-    where = replace(where, data_dir=data_dir_for(where.data_dir, find_existing(storage, where.study_name)))
+    settings = settings.replace(jobs=settings.jobs_for(device.type), workers=_workers(settings, device))
+    if settings.workers > 1:
+        check_workers(settings.workers)
+        check_main_guard()
+    # Everything that can be checked without writing is checked first: bad input leaves no
+    # store, no study and no artifact directory behind.
+    check_location(where.storage_url)
+    try:
+        source = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
+    except NoStore:
+        source = None
+    where = replace(where, data_dir=data_dir_for(where.data_dir, find_existing(source, where.study_name)
+                                                 if source is not None else None))
     data = load_search_data(where, settings)  # before the study: bad data writes nothing
     where = replace(where, data_dir=str(data.root))  # worker processes read the same files
     if settings.warm_start == where.study_name:
         raise UserError(f"warm_start names this study ({where.study_name!r}); name the study to copy from")
-    # The study to copy from is checked first, so a typo creates no empty study.
-    picks = best_of(load_existing(storage, settings.warm_start), settings.warm_start_top) if settings.warm_start else []
-    with quiet_optuna():
-        study = create_or_resume(storage, where.study_name, settings)
-    remember(study, data.root)
+    picks = []
+    if settings.warm_start:  # the study to copy from is checked first, so a typo creates nothing
+        if source is None:
+            raise UserError(f"no study named {settings.warm_start!r} to warm-start from: the store holds no "
+                            "study yet")
+        picks = best_of(load_existing(source, settings.warm_start), settings.warm_start_top)
+    if source is not None:
+        source.engine.dispose()
+    made_artifacts = not where.artifacts.exists()
     check_artifacts_writable(where.artifacts)
+    try:
+        storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s)
+        with quiet_optuna():
+            study = create_or_resume(storage, where.study_name, settings)
+    except BaseException:
+        if made_artifacts:
+            remove_if_empty(where.artifacts)
+        raise
+    remember(study, data.root)
     existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     progress = progress or SearchProgress(settings.trials)
     if picks:
@@ -172,6 +198,19 @@ def load_teacher(settings: SearchSettings):
     from mnist_search.models.weights import load_network
 
     return load_network(settings.teacher, settings.teacher_weights)
+
+
+def _workers(settings: SearchSettings, device) -> int:
+    """``settings.workers``, else the measured best for ``device`` (SearchSettings.workers_for);
+    one process where worker processes could not start (a script calling the library outside
+    its ``if __name__ == "__main__":``), rather than refusing a default."""
+    if settings.workers is not None:
+        return settings.workers
+    free = free_cpu_cores() if device.type == "cpu" else 1
+    workers = settings.workers_for(device.type, free)
+    if workers > 1 and unguarded_main_line() is not None:
+        return 1
+    return workers
 
 
 def _use_free_cores(device, progress: SearchProgress) -> None:
@@ -285,17 +324,32 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
                        catch=(TrainingDiverged,), gc_after_trial=False, n_jobs=settings.jobs)
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 @contextlib.contextmanager
 def quiet_optuna():
     """Optuna's INFO log repeats our progress lines (and warnings with tracebacks): show only its
-    errors while we run, unless the caller asked for its debug log; then restore the caller's level."""
-    verbosity = optuna.logging.get_verbosity()
-    if verbosity > optuna.logging.DEBUG:
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    errors while we run, unless the caller asked for its debug log.
+
+    A filter of our own on Optuna's handlers, not its verbosity: the caller's setting is never
+    changed, and searches in several threads each add and remove their own filter, so none can
+    restore a level another one set.
+    """
+    if optuna.logging.get_verbosity() <= optuna.logging.DEBUG:
+        yield
+        return
+    handlers = list(logging.getLogger("optuna").handlers)
+    quiet = _BelowError()
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
         yield
     finally:
-        optuna.logging.set_verbosity(verbosity)
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, progress: SearchProgress) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S
 from mnist_search.errors import StorageError, UserError
 from mnist_search.storage.faults import database_error, explain
+from mnist_search.storage.locks import file_lock, postgres_lock
 from mnist_search.storage.resilient import ResilientRDBStorage
 from mnist_search.storage.urls import checked_url, hide_password, mask_password
 
@@ -28,6 +29,10 @@ MAX_RETRY = 2
 # Every table any Optuna schema has had (older schemas hold a subset of today's).
 OPTUNA_TABLES = frozenset(BaseModel.metadata.tables) | {"alembic_version"}
 RUN_FIRST = "run `mnist-search run` first"
+
+
+class NoStore(StorageError):
+    """Nothing is stored at the URL yet (no SQLite file, or a database without Optuna's tables)."""
 
 
 def open_storage(url: str, heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S, create: bool = True) -> RDBStorage:
@@ -52,21 +57,60 @@ def _open(parsed: URL, shown: str, heartbeat_grace: int, create: bool) -> RDBSto
     engine_kwargs = {"pool_pre_ping": True} if postgres else {"connect_args": {"timeout": 60}}
     if postgres:
         tables = table_names(parsed, engine_kwargs)
+        foreign = tables - OPTUNA_TABLES
+        if create and foreign and "alembic_version" not in tables:
+            # Optuna would add its tables beside another application's, in its database.
+            raise StorageError(f"database {parsed.database} of {shown} holds the tables "
+                               f"{', '.join(sorted(foreign)[:5])}{' ...' if len(foreign) > 5 else ''} of another "
+                               "application; give mnist-search a database of its own (CREATE DATABASE ...); "
+                               "nothing was added")
     else:
-        path = Path(parsed.database).resolve()  # as SQLite opens it: no ~ expansion
-        if not path.parent.is_dir():
-            tilde = "; SQLite does not expand ~, so write the path out" if parsed.database.startswith("~") else ""
-            raise StorageError(f"directory {path.parent} of the SQLite storage {shown} does not exist; create it "
-                               f"first{tilde}")
+        path = _sqlite_path(parsed, shown)
         if not path.exists() and not create:
-            raise StorageError(f"no study store at {path}; {RUN_FIRST}")
+            raise NoStore(f"no study store at {path}; {RUN_FIRST}")
         tables = table_names(parsed, engine_kwargs) if path.exists() else set()
         foreign = tables - OPTUNA_TABLES
         if foreign:
             raise StorageError(f"{path} is not an Optuna study store: it holds the tables {', '.join(sorted(foreign))} "
                                "of another program; choose another file")
     if "studies" not in tables and not create:
-        raise StorageError(f"no study store in {shown}; {RUN_FIRST}")
+        raise NoStore(f"no study store in {shown}; {RUN_FIRST}")
+    if create and "alembic_version" not in tables:
+        # Optuna creates the schema table by table, having looked first: processes creating one
+        # store at once collide ("table ... already exists", pg_type_typname_nsp_index). The
+        # first to take the lock creates it; the others find it made.
+        with creation_lock(parsed, engine_kwargs):
+            return _storage(parsed, shown, heartbeat_grace, engine_kwargs, table_names(parsed, engine_kwargs))
+    return _storage(parsed, shown, heartbeat_grace, engine_kwargs, tables, create)
+
+
+def check_location(url: str) -> None:
+    """StorageError when ``url`` could not be opened for reasons that need no connection (its
+    form, a SQLite file's missing directory): checked before anything else is written."""
+    parsed = checked_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        _sqlite_path(parsed, mask_password(url))
+
+
+def _sqlite_path(parsed: URL, shown: str) -> Path:
+    path = Path(parsed.database).resolve()  # as SQLite opens it: no ~ expansion
+    if not path.parent.is_dir():
+        tilde = "; SQLite does not expand ~, so write the path out" if parsed.database.startswith("~") else ""
+        raise StorageError(f"directory {path.parent} of the SQLite storage {shown} does not exist; create it "
+                           f"first{tilde}")
+    return path
+
+
+def creation_lock(parsed: URL, engine_kwargs: dict):
+    """A lock every process creating this store takes: the directory of a SQLite file (no lock file
+    is left beside the store), an advisory lock in a PostgreSQL database."""
+    if parsed.get_backend_name() == "postgresql":
+        return postgres_lock(parsed, "create-schema", engine_kwargs=engine_kwargs)
+    return file_lock(Path(parsed.database).resolve().parent)
+
+
+def _storage(parsed: URL, shown: str, heartbeat_grace: int, engine_kwargs: dict, tables: set[str],
+             create: bool = True) -> RDBStorage:
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = ResilientRDBStorage(

@@ -24,7 +24,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from mnist_search.errors import StorageError
-from mnist_search.storage.faults import database_error, explain, is_transient, known_meaning
+from mnist_search.storage.decoding import DECODE_ERRORS, StoredDataError, stored_data_error
+from mnist_search.storage.faults import database_error, explain, first_line, is_transient, known_meaning
 from mnist_search.storage.names import check_study_name
 from mnist_search.storage.sqlite import begin_immediate
 from mnist_search.storage.urls import hide_password, mask_password
@@ -43,12 +44,22 @@ def _retrying(method):
             try:
                 return method(self, *args, **kwargs)
             except StorageError as exc:  # raised inside SQLAlchemy (below), chained to the driver's error
+                if isinstance(exc, UndecodedValue):  # its transaction is over now: find where the value is
+                    raise stored_data_error(self.engine, mask_password(self.url), exc) or exc from None
                 raise exc from None
             except Exception as exc:
                 error = database_error(exc)
-                if error is None:
-                    raise
-                shown, reason = mask_password(self.url), hide_password(explain(error), self.url)
+                shown = mask_password(self.url)
+                if error is None or "decode" in str(error).lower():
+                    # Optuna failed to decode a stored value (SQLite says "could not decode to
+                    # UTF-8", which would otherwise look transient): name it, never retry it.
+                    if isinstance(exc, DECODE_ERRORS) or error is not None:
+                        bad = stored_data_error(self.engine, shown, exc)
+                        if bad is not None:
+                            raise bad from None
+                    if error is None:
+                        raise
+                reason = hide_password(explain(error), self.url)
                 if not is_transient(error):
                     raise StorageError(f"storage {shown}: {reason}") from None
                 if time.monotonic() + delay > deadline:
@@ -63,6 +74,10 @@ def _retrying(method):
     return call
 
 
+class UndecodedValue(StoredDataError):
+    """SQLite could not decode a stored value; raised where SQLAlchemy meets it, placed by the caller."""
+
+
 def _name_known_faults_at_once(engine: Engine, url: str) -> None:
     """Turn a database error with a known meaning (read-only, disk full, ...) into StorageError
     where SQLAlchemy raises it, so that it escapes Optuna's own retry loops (Optuna retries
@@ -71,6 +86,11 @@ def _name_known_faults_at_once(engine: Engine, url: str) -> None:
     @event.listens_for(engine, "handle_error")
     def _explain(context) -> None:
         error = context.sqlalchemy_exception
+        if error is not None and "could not decode" in str(error).lower():
+            # Before Optuna sees it: it would log it and fall back to reading row by row.
+            raise UndecodedValue(
+                f"storage {mask_password(url)}: a stored value cannot be decoded ({first_line(error.orig)}); "
+                "repair or delete that value in the store")
         if error is not None and known_meaning(error):
             raise StorageError(f"storage {mask_password(url)}: {hide_password(explain(error), url)}")
 

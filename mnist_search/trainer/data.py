@@ -1,7 +1,8 @@
 """MNIST on disk -> uint8 tensors in memory, with a stratified validation split.
 
-Files are read with ``torchvision.datasets.MNIST`` (which downloads and verifies them on
-a machine that is online) and held once as uint8 tensors; the trainer normalises them on
+Files are read here, each measured against its IDX header before it is read, and held once
+as uint8 tensors (``torchvision.datasets.MNIST`` only downloads and verifies missing files on
+a machine that is online); the trainer normalises them on
 its device. The directory is resolved as the ``data_dir`` given > ``MNIST_SEARCH_DATA_DIR`` > a
 per-user cache directory, and must use torchvision's layout (``<dir>/MNIST/raw/...``).
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,10 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+# IDX magic numbers of uint8 files: labels (1 dimension) and images (3); the real files are
+# 47 MB at most, so a file past this is not MNIST and is never read into memory.
+IDX_DIMENSIONS = {0x0801: 1, 0x0803: 3}
+MAX_FILE_BYTES = 1 << 30
 SPLIT_SEED = 20_231  # fixed: every trial of every study sees the same validation split
 # Mean and std of the 60,000 training images scaled to [0, 1] (the figures the seeds use).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -73,6 +80,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
+def mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The directory the MNIST files of ``data_dir`` (resolved as ``load_mnist`` does) are kept in."""
+    return resolve_data_dir(data_dir) / "MNIST"
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
     val_size: int = DEFAULT_VAL_SIZE,
@@ -115,32 +127,81 @@ def stratified_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tens
     return torch.sort(torch.cat(chosen)).values
 
 
-def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST  # torchvision is slow to import; only pay when reading data
+_DOWNLOAD = threading.Lock()  # the redirection of the process's streams below must not interleave
 
+
+def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     kind = "training" if train else "test"
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
-    try:
-        # torchvision prints download progress to stdout; keep the CLI's output clean.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            dataset = MNIST(str(root), train=train, download=download and bool(missing))
-    except OSError as exc:
-        raise DataError(f"cannot read the MNIST {kind} files in {raw}: {exc.strerror or exc}") from None
-    except (RuntimeError, AssertionError, ValueError, TypeError, KeyError, IndexError) as exc:
-        if missing:
-            raise DataError(
-                f"MNIST files not found in {raw} (missing {', '.join(missing)})"
-                + (" and the download failed" if download else "")
-                + f"; set data_dir (or ${DATA_DIR_ENV}) to a directory whose MNIST/raw holds the four MNIST files"
-            ) from None
-        raise DataError(
-            f"the MNIST {kind} files in {raw} are truncated or corrupted ({type(exc).__name__}: {exc}); "
-            "delete them to download again, or set data_dir to good copies"
-        ) from None
-    images, labels = dataset.data, dataset.targets
+    if missing:
+        _download(root, raw, kind, missing, download)
+    prefix = "train" if train else "t10k"
+    images, labels = (_read_idx(raw / name, kind) for name in RAW_FILES if name.startswith(prefix))
     _check(images, labels, kind, raw)
     return images.contiguous(), labels.long()
+
+
+def _download(root: Path, raw: Path, kind: str, missing: list[str], download: bool) -> None:
+    """Fetch the MNIST files with torchvision (which verifies them), or say which are missing."""
+    try:
+        if not download:
+            raise RuntimeError("not downloading")
+        from torchvision.datasets import MNIST  # slow to import: only when files are missing
+
+        # torchvision prints download progress to stdout: kept out of the caller's output, one
+        # download at a time, so the streams are put back exactly as they were.
+        with _DOWNLOAD, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            MNIST(str(root), train=True, download=True)
+    except Exception:  # noqa: BLE001 - offline, refused, or files that fail torchvision's checksums
+        raise DataError(
+            f"MNIST files not found in {raw} (missing {', '.join(missing)})"
+            + (" and the download failed" if download else "")
+            + f"; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR where DIR/MNIST/raw holds the four MNIST files"
+        ) from None
+
+
+def _read_idx(path: Path, kind: str) -> torch.Tensor:
+    """One IDX file of uint8 data as a tensor of its header's shape, measured before it is read."""
+    shape = _check_size(path, kind)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the MNIST {kind} files in {path.parent}: {exc.strerror or exc}") from None
+    body = bytearray(data[4 + 4 * len(shape):])
+    if len(body) != math.prod(shape):  # changed since it was measured
+        raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {path.name} changed "
+                        "while it was read; delete them to download again, or point --data-dir at good copies")
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(shape) if body else torch.empty(shape, dtype=torch.uint8)
+
+
+def _check_size(path: Path, kind: str) -> tuple[int, ...]:
+    """The shape in the file's IDX header; DataError unless the file is exactly as long as the
+    header says, checked before it is read whole."""
+    import struct
+
+    problem = None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+            dims = IDX_DIMENSIONS.get(int.from_bytes(head, "big")) if len(head) == 4 else None
+            shape = struct.unpack(f">{dims}I", f.read(4 * dims)) if dims else None
+    except (OSError, struct.error) as exc:
+        problem = getattr(exc, "strerror", None) or str(exc)
+    else:
+        if size > MAX_FILE_BYTES:
+            problem = f"{path.name} is {size:,} bytes, more than any MNIST file ({MAX_FILE_BYTES:,} at most)"
+        elif shape is None:
+            problem = f"{path.name} does not start with an IDX header of uint8 data"
+        else:
+            expected = 4 + 4 * len(shape) + math.prod(shape)
+            if size != expected:
+                problem = f"{path.name} is {size:,} bytes but its header {tuple(shape)} says {expected:,}"
+    if problem:
+        raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {problem}; "
+                        "delete them to download again, or point --data-dir at good copies")
+    return tuple(shape)
 
 
 def _check(images: torch.Tensor, labels: torch.Tensor, kind: str, raw: Path) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 from mnist_search.errors import SpecError
 from mnist_search.models.analysis import validate
 from mnist_search.models.network import ConvBlock, SeededDropout, SpecNet, build, keep_mask
-from mnist_search.models.spec import GAP, INPUT_SHAPE, ArchSpec, Conv, Layer, MaxPool
+from mnist_search.models.spec import GAP, INPUT_SHAPE, MAX_WIDTH, ArchSpec, Conv, Layer, MaxPool
 
 # The conv fields the fused builder knows how to widen; a new field must be taught here
 # (a norm over groups of channels, or weights shared between layers, fuse differently).
@@ -105,6 +105,19 @@ class FusedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x).flatten(1)
+
+
+def copies_per_network(spec: ArchSpec) -> int:
+    """How many copies of ``spec`` one fused network may hold: a fused layer is K times as wide,
+    and no layer may be wider than any network may be (``MAX_WIDTH``), which also bounds its memory."""
+    widest = max([getattr(layer, "out", 1) for layer in spec.layers] + [INPUT_SHAPE[0]])
+    return max(1, MAX_WIDTH // widest)
+
+
+def seed_groups(spec: ArchSpec, seeds: Sequence[int]) -> list[list[int]]:
+    """``seeds`` in order, split into as few groups as fit one fused network each (``copies_per_network``)."""
+    size = copies_per_network(spec)
+    return [list(seeds[start : start + size]) for start in range(0, len(seeds), size)]
 
 
 @torch.no_grad()

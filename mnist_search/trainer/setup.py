@@ -83,8 +83,10 @@ def build_seeded(spec: ArchSpec, seed: int) -> SpecNet:
     with _GLOBAL_RNG:  # seeding and drawing the weights must not interleave with another thread's
         # The CPU generator only: weights are drawn on the CPU, and reseeding the default CUDA
         # generator from one thread while another captures a CUDA graph is not safe.
-        torch.default_generator.manual_seed(seed)
-        return build(spec)
+        # The caller's generator is put back as it was: a library must not reseed it.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return build(spec)
 
 
 def splits_for(data: MNISTData, evaluate_on: str) -> tuple[Split, Split]:

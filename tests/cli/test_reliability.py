@@ -93,3 +93,4 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tiny_m
     retries = [t for t in trials[2:] if t.system_attrs.get("failed_trial") == trials[1].number]
     assert retries and retries[0].state.name == "COMPLETE"  # ... and retried with the same parameters
     assert retries[0].params == trials[1].params
+

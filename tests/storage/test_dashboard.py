@@ -148,3 +148,26 @@ def test_every_page_renders_in_a_real_browser_when_read_only(store, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_connections_are_capped_and_idle_ones_closed(store):
+    server = make_dashboard_server(open_storage(store), "127.0.0.1", 0, max_connections=4, idle_timeout_s=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    address = server.server_address
+    try:
+        before = threading.active_count()
+        idle = [socket.create_connection(address, timeout=5) for _ in range(20)]  # each sends nothing
+        answers = [s.recv(64) for s in idle[4:]]
+        assert all(a.startswith(b"HTTP/1.0 503") for a in answers), answers  # over the cap: refused at once
+        assert threading.active_count() - before <= 4
+        started = time.monotonic()
+        assert all(s.recv(64) == b"" for s in idle[:4])  # closed by the server once idle for 1 s
+        assert time.monotonic() - started < 4
+        status, _ = request(f"http://127.0.0.1:{address[1]}/api/studies")
+        assert status == 200  # the slots are free again
+        for s in idle:
+            s.close()
+    finally:
+        server.shutdown()
+        server.server_close()

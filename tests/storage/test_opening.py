@@ -129,3 +129,25 @@ def test_a_copy_of_a_store_opens_like_the_original(tmp_path):
     storage = open_storage(f"sqlite:///{copy}")
     assert optuna.load_study(storage=storage, study_name="kept").study_name == "kept"
     storage.engine.dispose()
+
+
+@pytest.mark.parametrize("foreign", [["accounts"], ["orders", "customers", "a", "b", "c", "d"]])
+def test_another_applications_postgres_database_is_refused_and_left_alone(postgres_db, foreign):
+    url, _ = postgres_db
+    with psycopg.connect(url, autocommit=True) as db:
+        for name in foreign:
+            db.execute(f"CREATE TABLE {name} (id integer)")
+    with pytest.raises(StorageError, match="holds the tables .* of another application; give mnist-search a "
+                                           "database of its own"):
+        open_storage(url)
+    with psycopg.connect(url) as db:
+        found = {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert found == set(foreign)  # not one Optuna table added
+
+
+def test_an_optuna_postgres_store_beside_other_tables_still_opens(postgres_db):
+    url, _ = postgres_db
+    optuna.create_study(storage=open_storage(url), study_name="kept")
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE notes (id integer)")  # added later by its owner: the store is theirs to share
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))] == ["kept"]
