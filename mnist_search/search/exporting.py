@@ -80,9 +80,10 @@ def export(study: optuna.Study, output: str | os.PathLike, weights: str | os.Pat
     check_computes_the_same(source, spec, blob, f"trial #{record.number}")
     # The weights first and the module last: a module must never be in place without the weights it loads.
     outputs = [(weights_path, blob)] if weights_path is not None else []
+    module_output = (module_path, source.encode())
     if deploy is not None:
-        outputs += deploy(record, confirmed, spec, config, blob, weights_line, outputs)
-    write_files(outputs + [(module_path, source.encode())])
+        outputs += deploy(record, confirmed, spec, config, blob, weights_line, [module_output, *outputs])
+    write_files(outputs + [module_output])
     return Exported(record, module_path, weights_path, weights_line)
 
 

@@ -157,7 +157,7 @@ def _download(root: Path, raw: Path, kind: str, missing: list[str], download: bo
         raise DataError(
             f"MNIST files not found in {raw} (missing {', '.join(missing)})"
             + (" and the download failed" if download else "")
-            + f"; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR where DIR/MNIST/raw holds the four MNIST files"
+            + f"; set data_dir (or ${DATA_DIR_ENV}) to a directory whose MNIST/raw holds the four MNIST files"
         ) from None
 
 
@@ -171,7 +171,7 @@ def _read_idx(path: Path, kind: str) -> torch.Tensor:
     body = bytearray(data[4 + 4 * len(shape):])
     if len(body) != math.prod(shape):  # changed since it was measured
         raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {path.name} changed "
-                        "while it was read; delete them to download again, or point --data-dir at good copies")
+                        "while it was read; delete them to download again, or set data_dir to good copies")
     return torch.frombuffer(body, dtype=torch.uint8).reshape(shape) if body else torch.empty(shape, dtype=torch.uint8)
 
 
@@ -200,7 +200,7 @@ def _check_size(path: Path, kind: str) -> tuple[int, ...]:
                 problem = f"{path.name} is {size:,} bytes but its header {tuple(shape)} says {expected:,}"
     if problem:
         raise DataError(f"the MNIST {kind} files in {path.parent} are truncated or corrupted: {problem}; "
-                        "delete them to download again, or point --data-dir at good copies")
+                        "delete them to download again, or set data_dir to good copies")
     return tuple(shape)
 
 

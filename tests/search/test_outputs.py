@@ -146,7 +146,7 @@ def test_an_interrupted_write_puts_every_file_back(tmp_path, monkeypatch, interr
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        export(study, module, weights=weights, artifact_dir=artifacts)
+        export(study, module, weights=weights, artifact_dir=artifacts, force=True)  # replacing the earlier export
     monkeypatch.setattr(os, "replace", real_replace)
     assert calls[0] == weights  # the weights go first: a module never stands without its weights
     assert contents(module, weights) == old
