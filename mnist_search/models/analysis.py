@@ -103,17 +103,7 @@ def flops_per_image(spec: ArchSpec) -> int:
     """Floating-point operations of one image's forward pass through the convolutions: two per
     multiply-add (the usual convention). Norms, ReLUs and pooling add under a few percent at
     these sizes and are left out. A shared conv is counted each time it runs."""
-    channels, size, total = INPUT_SHAPE[0], INPUT_SHAPE[1], 0
-    for layer in spec.layers:
-        if isinstance(layer, Conv):
-            size = size + 2 * layer.pad - (layer.dilation * (layer.k - 1) + 1) + 1
-            total += 2 * layer.out * size * size * (channels // layer.groups) * layer.k * layer.k
-            channels = layer.out
-        elif isinstance(layer, MaxPool):
-            size //= layer.k
-        elif isinstance(layer, GAP):
-            size = 1
-    return total
+    return 2 * analyse(spec).macs
 
 
 def is_separable(spec: ArchSpec) -> bool:

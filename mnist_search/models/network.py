@@ -58,13 +58,16 @@ def keep_threshold(p: float, dtype: torch.dtype) -> float | int:
 
 
 def draw_noise(shape: Sequence[int], generator: torch.Generator | np.random.Generator,
-               device: torch.device | str) -> torch.Tensor:
+               device: torch.device | str, tickets: bool = True) -> torch.Tensor:
     """Dropout noise of ``shape`` (contiguous) from ``generator``: 16-bit tickets from a NumPy
-    generator, uniform floats from a torch one."""
+    generator (uniform floats with ``tickets=False``: what a compiled graph compares, keeping its
+    kernels those of float noise), uniform floats from a torch one."""
     if isinstance(generator, np.random.Generator):
         count = math.prod(shape)
-        tickets = generator.integers(-(TICKETS // 2), TICKETS // 2, size=count, dtype=np.int16)
-        return torch.from_numpy(tickets).view(*shape)
+        if not tickets:
+            return torch.from_numpy(generator.random(count, dtype=np.float32)).view(*shape)
+        drawn = generator.integers(-(TICKETS // 2), TICKETS // 2, size=count, dtype=np.int16)
+        return torch.from_numpy(drawn).view(*shape)
     return torch.rand(tuple(shape), device=device, generator=generator)
 
 

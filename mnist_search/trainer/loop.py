@@ -340,11 +340,12 @@ def _dropout_generators(configs: Sequence[TrainConfig], device: torch.device,
 
 
 def _draw_noise(shape: torch.Size, generators: list, device: torch.device) -> torch.Tensor:
-    """Dropout noise for a layer of input ``shape``: each copy's channels from its own generator."""
+    """Dropout noise for a layer of input ``shape`` in compiled training: each copy's channels
+    from its own generator, as uniform floats."""
     if len(generators) == 1:
-        return draw_noise(shape, generators[0], device)
+        return draw_noise(shape, generators[0], device, tickets=False)
     copy_shape = (shape[0], shape[1] // len(generators), *shape[2:])
-    return torch.cat([draw_noise(copy_shape, g, device) for g in generators], dim=1)
+    return torch.cat([draw_noise(copy_shape, g, device, tickets=False) for g in generators], dim=1)
 
 
 @torch.no_grad()

@@ -145,3 +145,31 @@ def test_count_params_equals_the_built_module_for_random_specs(body, head, depth
     model = build(spec)
     assert count_params(spec) == sum(p.numel() for p in model.parameters())
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_macs_count_every_convolution_application_as_the_built_network_runs_it():
+    """Analysis.macs equals the multiply-adds the built network's convolutions do on one image,
+    a shared conv once per application; training_flops is 6 per MAC."""
+    import torch.nn.functional as F
+
+    spec = ArchSpec((Conv(6), Conv(6, groups=6, dilation=2), Conv(8, k=1), MaxPool(2), Conv(8, pad=1),
+                     Conv(8, pad=1, share=4), GAP(), Conv(10, k=1, post=())))
+    counted = 0
+    real_conv2d = F.conv2d
+
+    def conv2d(x, weight, *args, **kwargs):
+        nonlocal counted
+        out = real_conv2d(x, weight, *args, **kwargs)
+        counted += out[0].numel() * weight[0].numel()
+        return out
+
+    model = build(spec).eval()
+    torch.nn.functional.conv2d = conv2d
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, 28, 28))
+    finally:
+        torch.nn.functional.conv2d = real_conv2d
+    analysis = analyse(spec)
+    assert analysis.macs == counted > 0
+    assert analysis.training_flops == 6 * counted

@@ -491,3 +491,27 @@ def test_a_search_with_a_teacher_samples_distillation_and_confirm_retrains_with_
     study.set_user_attr(records.SETTINGS, settings)
     with pytest.raises(ConfigError, match="learnt from a teacher"):
         confirm(study, top=1, seeds=1, last_k=1, data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
+
+
+def test_a_trial_still_at_chance_after_five_epochs_is_pruned_whatever_the_pruner_says(tmp_path):
+    from mnist_search.search.objective import CHANCE_EPOCHS, Objective
+
+    class Trial:
+        attrs: dict = {}
+
+        def report(self, value, step):
+            self.reported = (value, step)
+
+        def should_prune(self):
+            return False
+
+        def set_user_attr(self, key, value):
+            self.attrs[key] = value
+
+    objective = Objective(data=None, max_params=1000, epochs=15, device="cpu", artifact_dir=tmp_path)
+    trial = Trial()
+    objective._report(trial, 11.24, CHANCE_EPOCHS - 1, 0.0, "epoch 2", CHANCE_EPOCHS - 1)  # early: left alone
+    objective._report(trial, 35.0, CHANCE_EPOCHS, 0.0, "epoch 3", CHANCE_EPOCHS)  # learning: left alone
+    with pytest.raises(optuna.TrialPruned, match="still at chance"):
+        objective._report(trial, 11.24, CHANCE_EPOCHS, 0.0, "epoch 3", CHANCE_EPOCHS)
+    assert trial.reported == (11.24, CHANCE_EPOCHS)  # the pruner still saw the epoch
