@@ -20,12 +20,13 @@ import torch
 
 from mnist_search.models import build, get_preset
 from mnist_search.trainer import Split, TrainConfig, fit, load_mnist, resolve_device
+from mnist_search.trainer.runtime import Runtime
 
 
 def epoch_seconds(spec, config: TrainConfig, train: Split, val: Split, device: torch.device) -> float:
     model = build(spec)
     started = time.perf_counter()
-    fit(model, config, train, val, device=device)
+    fit(model, config, train, val, runtime=Runtime(device=device))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started

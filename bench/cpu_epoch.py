@@ -28,16 +28,18 @@ from unittest import mock
 import optuna
 import torch
 
+from mnist_search.levers import REBUILD
 from mnist_search.models import ArchSpec, build, count_params
-from mnist_search.search.space import LATER_PARAMS, sample_choices, spec_from_choices
+from mnist_search.search.space import sample_choices, spec_from_choices
 from mnist_search.trainer import Split, TrainConfig, fit, load_mnist, loop
+from mnist_search.trainer.runtime import Runtime
 
 BATCH = 256  # #164's batch size
 
 
 def second_epoch_seconds(spec, train: Split, probe: Split, compiled: bool) -> float:
     config = TrainConfig(epochs=2, batch_size=BATCH, lr=0.01, momentum=0.9, rotation=1.3)
-    return fit(build(spec), config, train, probe, device="cpu", compile_model=compiled).history[1]["seconds"]
+    return fit(build(spec), config, train, probe, runtime=Runtime(device="cpu", compile=compiled)).history[1].seconds
 
 
 def main() -> None:
@@ -52,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     stored = optuna.load_study(study_name=args.study_name, storage=args.storage).trials[args.trial].params
-    params = {**LATER_PARAMS, **stored}  # a trial from before `separable` existed trained full convs
+    params = {**REBUILD, **stored}  # a trial from before `separable` existed trained full convs
     def at_budget(**changes) -> ArchSpec:
         return spec_from_choices(sample_choices(optuna.trial.FixedTrial({**params, **changes}), args.budget))
 

@@ -26,6 +26,7 @@ import torch
 
 from mnist_search.models import get_preset
 from mnist_search.trainer import Split, TrainConfig, build_seeded, fit, fit_seeds, load_mnist, resolve_device
+from mnist_search.trainer.runtime import Runtime
 
 BATCH = 128
 PROBE = 500
@@ -58,25 +59,25 @@ def main() -> None:
     train = Split(data.train.images[: args.steps * BATCH], data.train.labels[: args.steps * BATCH])
     probe = Split(data.val.images[:PROBE], data.val.labels[:PROBE])
     config = TrainConfig(epochs=1, batch_size=BATCH, lr=0.01, momentum=0.9, rotation=7.0)
-    options = dict(device=device, compile_model=args.compile)
+    options = dict(device=device, compile=args.compile)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; {args.preset}; {args.steps} steps x batch {BATCH} per seed; "
           f"{'compiled (compile timed)' if args.compile else 'eager'}; {args.rounds} rounds")
 
     def sequential(seeds):
         for seed in seeds:
-            fit(build_seeded(spec, seed), config.replace(seed=seed), train, probe, **options)
+            fit(build_seeded(spec, seed), config.replace(seed=seed), train, probe, Runtime(**options))
 
     def fused(seeds, channels_last=None):
-        fit_seeds(spec, config, seeds, train, probe, channels_last=channels_last, **options)
+        fit_seeds(spec, config, seeds, train, probe, Runtime(channels_last=channels_last, **options))
 
     every_side = {"sequential": sequential, "fused": fused,
                   "fused-contiguous": lambda seeds: fused(seeds, channels_last=False)}
     sides = {name: every_side[name] for name in args.sides}
 
     small = Split(train.images[: 4 * BATCH], train.labels[: 4 * BATCH])
-    fit_seeds(spec, config, [0, 1], small, probe, device=device)  # warm up kernels and allocators
-    fit(build_seeded(spec, 0), config, small, probe, device=device)
+    fit_seeds(spec, config, [0, 1], small, probe, runtime=Runtime(device=device))  # warm up kernels and allocators
+    fit(build_seeded(spec, 0), config, small, probe, runtime=Runtime(device=device))
 
     for copies in args.copies:
         seeds = list(range(copies))

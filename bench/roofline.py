@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from mnist_search.trainer.runtime import Runtime
+
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "results"
 
@@ -142,10 +144,9 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
 
         teacher, config = load_network(*TEACHER), config.replace(distill_weight=0.5)
     started = time.perf_counter()
-    result = fit(model, config.replace(epochs=epochs), train, val, device=device, compile_model=compiled,
-                 **({"teacher": teacher} if teacher is not None else {}))
+    result = fit(model, config.replace(epochs=epochs), train, val, runtime=Runtime(device=device, compile=compiled), **({"teacher": teacher} if teacher is not None else {}))
     wall = time.perf_counter() - started
-    seconds = [m["seconds"] for m in result.history]
+    seconds = [m.seconds for m in result.history]
     steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     return {
         "family": name, "batch": config.batch_size, "compiled": compiled, "threads": torch.get_num_threads(), "images_per_s": train_images / steady,

@@ -35,6 +35,7 @@ import torch
 
 from mnist_search.models import analyse, build, get_preset
 from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist
+from mnist_search.trainer.runtime import Runtime
 
 PRESET = "seed001-exp5"
 BYTES_PER_FLOAT = 4
@@ -114,12 +115,12 @@ def part_profile(data) -> None:
     subset = type(train)(train.images[:128 * 40], train.labels[:128 * 40])  # 40 steps
     config = recipe(epochs=1)
     spec = get_preset(PRESET).spec
-    fit(build_seeded(spec, 0), config, subset, data.test, device="cuda", cuda_graph=False)  # warm up
+    fit(build_seeded(spec, 0), config, subset, data.test, runtime=Runtime(device="cuda", cuda_graph=False))  # warm up
     rows = []
     for graphed in (False, True):
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             started = time.perf_counter()
-            fit(build_seeded(spec, 0), config, subset, data.test, device="cuda", cuda_graph=graphed)
+            fit(build_seeded(spec, 0), config, subset, data.test, runtime=Runtime(device="cuda", cuda_graph=graphed))
             wall = time.perf_counter() - started
         averages = prof.key_averages()
         kernels = [a for a in averages if a.device_type == torch.autograd.DeviceType.CUDA]
@@ -138,12 +139,12 @@ def part_profile(data) -> None:
             print(f"    {us / 1e3:7.1f} ms  {name[:90]}")
 
 
-def timed_fit(data, config, **options) -> tuple[float, list[dict]]:
+def timed_fit(data, config, **options) -> tuple[float, list]:
     train = data.full_train()
     torch.cuda.synchronize()
     started = time.perf_counter()
-    result = fit(build_seeded(get_preset(PRESET).spec, config.seed), config, train, data.test, device="cuda",
-                 **options)
+    result = fit(build_seeded(get_preset(PRESET).spec, config.seed), config, train, data.test,
+                 Runtime(device="cuda", **options))
     torch.cuda.synchronize()
     return time.perf_counter() - started, result.history
 
@@ -193,9 +194,9 @@ def part_single(data) -> None:
     for name, config, options, setting in variants:
         with setting():
             wall, history = timed_fit(data, config, **options)
-        per_epoch = statistics.median(m["seconds"] for m in history) * 1e3
-        print(f"{name:<34} {wall:>7.2f} {per_epoch:>9.1f} {history[-1]['eval_acc']:>13.2f} "
-              f"{max(m['eval_acc'] for m in history):>7.2f}", flush=True)
+        per_epoch = statistics.median(m.seconds for m in history) * 1e3
+        print(f"{name:<34} {wall:>7.2f} {per_epoch:>9.1f} {history[-1].eval_acc:>13.2f} "
+              f"{max(m.eval_acc for m in history):>7.2f}", flush=True)
 
 
 def part_concurrent(data, epochs: int, counts: list[int]) -> None:
@@ -203,14 +204,14 @@ def part_concurrent(data, epochs: int, counts: list[int]) -> None:
     config = recipe(epochs=epochs)
     print(f"\n== (b) trainings at once: {PRESET}, {epochs} epochs on 50k, scoring 10k, threads + own streams ==")
     print(f"{'at once':>8} {'wall s':>7} {'model-epochs/s':>15} {'vs 1':>6}")
-    fit(build_seeded(spec, 0), config.replace(epochs=1), data.train, data.val, device="cuda")  # warm up
+    fit(build_seeded(spec, 0), config.replace(epochs=1), data.train, data.val, runtime=Runtime(device="cuda"))  # warm up
     base = None
     for count in counts:
         errors: list[BaseException] = []
 
         def train(seed: int) -> None:
             try:
-                fit(build_seeded(spec, seed), config.replace(seed=seed), data.train, data.val, device="cuda")
+                fit(build_seeded(spec, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime(device="cuda"))
             except BaseException as exc:  # reported below: a failed thread must not pass for a fast one
                 errors.append(exc)
 

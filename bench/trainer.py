@@ -28,6 +28,7 @@ from torchvision import datasets, transforms
 from mnist_search.models import build, get_preset
 from mnist_search.trainer import Split, TrainConfig, fit, load_mnist, resolve_device
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD
+from mnist_search.trainer.runtime import Runtime
 
 BATCH = 128
 ROTATION = 7.0
@@ -38,7 +39,7 @@ def run_trainer(spec, data: Split, probe: Split, device, compiled_model=None) ->
     config = TrainConfig(epochs=1, batch_size=BATCH, lr=0.01, momentum=0.9, rotation=ROTATION)
     model = compiled_model if compiled_model is not None else build(spec)
     started = time.perf_counter()
-    fit(model, config, data, probe, device=device, compile_model=compiled_model is not None)
+    fit(model, config, data, probe, runtime=Runtime(device=device, compile=compiled_model is not None))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started

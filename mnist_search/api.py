@@ -99,12 +99,14 @@ def confirm(study: optuna.Study, top: int = 3, seeds: int = 3, *, trials: list[i
     """
     from mnist_search.search.confirm import ConfirmProgress
     from mnist_search.search.confirm import confirm as confirm_study
+    from mnist_search.search.settings import ConfirmSettings
 
-    shown = ConfirmProgress(seeds, first_seed, workers) if progress else None
+    settings = ConfirmSettings(top=top, trials=tuple(trials) if trials is not None else None, seeds=seeds,
+                               first_seed=first_seed, last_k=last_k, target=target, workers=workers, device=device,
+                               compile=compile)
+    shown = ConfirmProgress(settings) if progress else None
     try:
-        return confirm_study(study, top=top, trials=trials, seeds=seeds, first_seed=first_seed, last_k=last_k,
-                             target=target, workers=workers, device=device, compile=compile,
-                             data_dir=str(data_dir) if data_dir is not None else None,
+        return confirm_study(study, settings, data_dir=str(data_dir) if data_dir is not None else None,
                              artifact_dir=artifacts if artifacts is not None else artifact_dir_of(study),
                              on_epoch=shown.epoch if shown else None, on_trial=shown.trial if shown else None,
                              on_batch=shown.batch if shown else None)

@@ -35,15 +35,17 @@ import pandas as pd
 
 from mnist_search.commands.common import format_table
 from mnist_search.defaults import DEFAULT_LAST_K
+from mnist_search.search.records import TrialRecord
 from mnist_search.search.study import make_pruner
 
 TOP = 3
 
 
-def curves(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, list[float]]]:
+def curves(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, TrialRecord]]:
+    """The trials that trained at least one epoch, in start order, with their records."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    trained = [t for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("history")]
-    return [(t, [m["eval_acc"] for m in t.user_attrs["history"]]) for t in sorted(trained, key=lambda t: t.datetime_start)]
+    trained = [(t, TrialRecord.from_trial(t)) for t in study.get_trials(deepcopy=False, states=states)]
+    return sorted([(t, r) for t, r in trained if r.epochs], key=lambda pair: pair[0].datetime_start)
 
 
 def replay(name: str, recorded: list, epochs: int, study_name: str) -> dict:
@@ -53,11 +55,12 @@ def replay(name: str, recorded: list, epochs: int, study_name: str) -> dict:
     # The original study's name: Hyperband assigns trials to brackets by hashing it with the trial number.
     study = optuna.create_study(study_name=study_name, direction="maximize", pruner=make_pruner(name, epochs))
     events = []  # (time, order at equal times: start < report < end, original, step)
-    for original, accs in recorded:
+    history = {original.number: record.epochs for original, record in recorded}
+    for original, record in recorded:
         events.append((original.datetime_start, 0, original, 0))
         elapsed = datetime.timedelta()
-        for step, metrics in enumerate(original.user_attrs["history"], start=1):
-            elapsed += datetime.timedelta(seconds=metrics.get("seconds", 0.0))
+        for step, metrics in enumerate(record.epochs, start=1):
+            elapsed += datetime.timedelta(seconds=metrics.seconds)
             events.append((original.datetime_start + elapsed, 1, original, step))
         events.append((original.datetime_complete, 2, original, 0))
     running, stopped, unknown, model_epochs = {}, {}, [], 0
@@ -69,7 +72,7 @@ def replay(name: str, recorded: list, epochs: int, study_name: str) -> dict:
         if trial is None:  # this pruner already stopped it
             continue
         if kind == 1:
-            trial.report(original.user_attrs["history"][step - 1]["eval_acc"], step)
+            trial.report(history[original.number][step - 1].eval_acc, step)
             if trial.should_prune():
                 stopped[original.number] = step
                 model_epochs += step
@@ -90,11 +93,12 @@ def main(url: str, study_name: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=study_name, storage=url)
     recorded = curves(study)
-    epochs = max(len(accs) for _, accs in recorded)
-    finished = [(t, accs) for t, accs in recorded if t.state == optuna.trial.TrialState.COMPLETE]
+    epochs = max(len(record.epochs) for _, record in recorded)
+    finished = [(t, record.history) for t, record in recorded if t.state == optuna.trial.TrialState.COMPLETE]
+    min_of_last = {t.number: record.last_k_min for t, record in recorded}
     ranked = sorted(finished, key=lambda item: item[0].values[0], reverse=True)
     best = ranked[:TOP]
-    last_k = finished[0][0].user_attrs.get("last_k", DEFAULT_LAST_K)  # recorded since the attribute was added
+    last_k = TrialRecord.from_trial(finished[0][0]).last_k or DEFAULT_LAST_K  # recorded since the attribute was added
     best_numbers = [t.number for t, _ in best]
     print(f"{len(recorded)} trained trials replayed in start order, {len(finished)} with all {epochs} epochs; "
           f"best {TOP} completed: {', '.join(f'#{n}' for n in best_numbers)}\n")
@@ -117,7 +121,7 @@ def main(url: str, study_name: str) -> None:
         row["vs none"] = f"{row['model-epochs'] / baseline:.2f}x"
     print(format_table(list(rows[0]), [list(row.values()) for row in rows]))
     # Fidelity check: the study ran the median pruner, so replaying it should repeat its decisions.
-    actual = {t.number: len(accs) for t, accs in recorded if t.state == optuna.trial.TrialState.PRUNED}
+    actual = {t.number: len(record.epochs) for t, record in recorded if t.state == optuna.trial.TrialState.PRUNED}
     same = sum(results["median"]["stopped"].get(n) == step for n, step in actual.items())
     extra = len(set(results["median"]["stopped"]) - set(actual))
     print(f"\nfidelity: replaying the median pruner repeats {same} of the study's {len(actual)} pruning decisions "
@@ -127,7 +131,7 @@ def main(url: str, study_name: str) -> None:
     mean_k, min_k = f"mean of last {last_k}", f"min of last {last_k}"
     table = pd.DataFrame({f"epoch {e}": [accs[e - 1] for _, accs in finished] for e in (1, 2, 3, 4, 6, 9) if e < epochs})
     table[mean_k] = [t.values[0] for t, _ in finished]
-    table[min_k] = [t.user_attrs["last_k_min"] for t, _ in finished]
+    table[min_k] = [min_of_last[t.number] for t, _ in finished]
     ranks = table.corr(method="kendall")[mean_k].drop(mean_k)
     print(f"\nKendall rank correlation with the {mean_k} score, over the {len(finished)} completed trials:")
     print(format_table(["accuracy", "tau"], [[name, f"{tau:.2f}"] for name, tau in ranks.items()]))

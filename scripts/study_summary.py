@@ -8,6 +8,7 @@ import sys
 import optuna
 from sqlalchemy import create_engine, text
 
+from mnist_search.search.records import TrialRecord, is_infeasible
 from mnist_search.search.study import score
 
 BUDGET_QUERY = (
@@ -21,21 +22,20 @@ def main(url: str, name: str) -> None:
     study = optuna.load_study(study_name=name, storage=url)
     trials = study.get_trials(deepcopy=False)
     states = {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
-    infeasible = sum("infeasible" in t.user_attrs for t in trials)
+    infeasible = sum(is_infeasible(t) for t in trials)
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     print(f"trials: {len(trials)}; " + ", ".join(f"{k.lower()} {v}" for k, v in states.items() if v)
           + f" (of the pruned, infeasible: {infeasible})")
     print(f"wall time, first trial start to last trial end: {(max(ends) - min(starts)).total_seconds() / 60:.1f} min; "
           f"with at least one trial running: {busy_minutes(trials):.1f} min (excludes gaps between runs)")
-    epochs = sum(len(t.user_attrs.get("history", [])) for t in trials)
+    epochs = sum(len(TrialRecord.from_trial(t).epochs) for t in trials)
     print(f"model-epochs trained: {epochs}")
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     for t in sorted(completed, key=score, reverse=True):
-        accs = [m["eval_acc"] for m in t.user_attrs["history"]]
-        print(f"  #{t.number}: score {score(t):.3f}, min of last 5 {t.user_attrs['last_k_min']:.2f}, "
-              f"{t.user_attrs['params']:,} params, RF {t.user_attrs['receptive_field']}, "
-              f"final val {accs[-1]:.2f}, {t.user_attrs['seconds'] / 60:.1f} min")
+        r = TrialRecord.from_trial(t)
+        print(f"  #{t.number}: score {score(t):.3f}, min of last {r.last_k} {r.last_k_min:.2f}, "
+              f"{r.params:,} params, RF {r.receptive_field}, final val {r.history[-1]:.2f}, {r.seconds / 60:.1f} min")
     with create_engine(url).connect() as db:
         count, largest = db.execute(text(BUDGET_QUERY)).one()
     print(f"budget query: {BUDGET_QUERY}\n  -> {count} trials with a parameter count, the largest {largest}")

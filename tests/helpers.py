@@ -103,3 +103,11 @@ def states(url: str, name: str = "mnist-search") -> list[str]:
     import optuna
 
     return [t.state.name for t in optuna.load_study(study_name=name, storage=url).trials]
+
+
+def stored_epochs(*accuracies: float, seconds: float = 1.0) -> list[dict]:
+    """A trial's history as the search stores it: one full EpochMetrics per accuracy."""
+    from mnist_search.trainer import EpochMetrics
+
+    return [EpochMetrics(epoch=epoch, train_loss=0.1, train_acc=acc, eval_loss=0.05, eval_acc=acc, lr=0.01,
+                         seconds=seconds).to_dict() for epoch, acc in enumerate(accuracies, start=1)]

@@ -37,23 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 FLAGS = {"top": "--top", "seeds": "--seeds", "workers": "--workers", "first_seed": "--first-seed",
-         "last_k": "--last-k", "target": "--target"}
+         "last_k": "--last-k", "target": "--target", "trials": "--trial", "device": "--device", "compile": "--compile"}
 
 
 def run(args: argparse.Namespace) -> int:
     from mnist_search.errors import ConfigError
     from mnist_search.search.confirm import ConfirmProgress, confirm
     from mnist_search.search.runner import load_existing
+    from mnist_search.search.settings import ConfirmSettings
     from mnist_search.storage import default_artifact_dir, open_storage, resolve_storage_url
 
+    try:
+        settings = ConfirmSettings(top=args.top, trials=args.trial, seeds=args.seeds, first_seed=args.first_seed,
+                                   last_k=args.last_k, target=args.target, workers=args.workers, device=args.device,
+                                   compile=args.compile)
+    except ConfigError as exc:
+        raise ConfigError(options.flag_spelling(str(exc), FLAGS)) from None
     url = resolve_storage_url(args.storage)
     study = load_existing(open_storage(url, create=False), args.study_name)
 
-    shown = ConfirmProgress(args.seeds, args.first_seed, args.workers)
+    shown = ConfirmProgress(settings)
     try:
-        confirmed = confirm(study, top=args.top, trials=args.trial, seeds=args.seeds, first_seed=args.first_seed,
-                            last_k=args.last_k, target=args.target, workers=args.workers, device=args.device,
-                            compile=args.compile, data_dir=args.data_dir,
+        confirmed = confirm(study, settings, data_dir=args.data_dir,
                             artifact_dir=args.artifacts or default_artifact_dir(url), on_epoch=shown.epoch,
                             on_trial=shown.trial, on_batch=shown.batch)
     except ConfigError as exc:

@@ -64,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
     from mnist_search.search.meter import BatchMeter, plural
     from mnist_search.storage.files import remove_if_empty, write_files
     from mnist_search.trainer import (
+        EpochMetrics,
+        Runtime,
         TrainConfig,
         build_seeded,
         cpu_threads_for_one_process,
         fit,
         load_mnist,
         resolve_device,
-        should_compile,
         splits_for,
     )
     from mnist_search.trainer.data import mnist_dir
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_mnist(data_dir, val_size=args.val_size)  # before the output dir: bad data leaves none
     out, created = _prepare_out_dir(args.output or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}", mnist_dir(data_dir))
     train, evaluate_on = splits_for(data, args.eval)
-    compile_model = should_compile(args.compile, config, len(train), str(device))
+    runtime = Runtime.chosen(device, args.compile, config, len(train))
     if device.type == "cpu":
         import torch
 
@@ -110,30 +111,30 @@ def run(args: argparse.Namespace) -> int:
         f"training {name} ({analysis.params:,} params, {flops_per_image(spec) / 1e6:.2f} MFLOPs/image, {kind}, RF "
         f"{analysis.receptive_field}) on {device} for {plural(config.epochs, 'epoch')}, {config.optimizer} lr {config.lr:.3g}, "
         f"batch {config.batch_size}; {len(train):,} training images, evaluating on {args.eval} "
-        f"({len(evaluate_on):,}){'; compiled' if compile_model else ''}", flush=True
+        f"({len(evaluate_on):,}){'; compiled' if runtime.compile else ''}", flush=True
     )
     print("  ".join(f"{c:>10}" for c in COLUMNS), flush=True)
     meter = BatchMeter(quiet=getattr(args, "quiet", False))
     meter.start(config.epochs, config.batch_size)
 
-    def on_epoch(epoch: int, metrics: dict) -> None:
+    def on_epoch(epoch: int, metrics: EpochMetrics) -> None:
         meter.write(
-            f"{epoch:>10}  {metrics['train_loss']:>10.4f}  {metrics['train_acc']:>10.2f}  {metrics['eval_loss']:>10.4f}"
-            f"  {metrics['eval_acc']:>10.2f}  {metrics['lr']:>10.5f}  {metrics['seconds']:>10.1f}", epoch=epoch
+            f"{epoch:>10}  {metrics.train_loss:>10.4f}  {metrics.train_acc:>10.2f}  {metrics.eval_loss:>10.4f}"
+            f"  {metrics.eval_acc:>10.2f}  {metrics.lr:>10.5f}  {metrics.seconds:>10.1f}", epoch=epoch
         )
 
     model = build_seeded(spec, config.seed)
     started = time.perf_counter()
     try:
-        result = fit(model, config, train, evaluate_on, device=device, on_epoch=on_epoch, on_batch=meter.batch,
-                     compile_model=compile_model, teacher=teacher)
+        result = fit(model, config, train, evaluate_on, runtime, on_epoch=on_epoch, on_batch=meter.batch, teacher=teacher)
         meter.close()
         wall = time.perf_counter() - started
         metrics = {
             "name": name, "params": analysis.params, "receptive_field": analysis.receptive_field,
             "status": result.status, "message": result.message, "device": str(device), "evaluated_on": args.eval,
-            "train_images": len(train), "eval_images": len(evaluate_on), "compiled": compile_model,
-            "wall_seconds": wall, "config": config.to_dict(), "spec": spec.to_dict(), "history": result.history,
+            "train_images": len(train), "eval_images": len(evaluate_on), "compiled": runtime.compile,
+            "wall_seconds": wall, "config": config.to_dict(), "spec": spec.to_dict(),
+            "history": [m.to_dict() for m in result.history],
         }
         write_files([(out / WEIGHTS, weights_bytes(model)), (out / "spec.json", (spec.to_json(indent=2) + "\n").encode()),
                      (out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())])
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped: {result.message}")
         print(f"partial metrics in {out}")
         return 1
-    accs = [m["eval_acc"] for m in result.history]
+    accs = [m.eval_acc for m in result.history]
     last = accs[-5:]
     print(
         f"done in {wall:.1f} s: final {args.eval} accuracy {accs[-1]:.2f}%, best {max(accs):.2f}%, "

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable
 
 from mnist_search.errors import UserError
+from mnist_search.levers import LEVER_CONV_FIELDS
 from mnist_search.models.analysis import analyse
 from mnist_search.models.spec import ArchSpec, Conv, MaxPool
 
@@ -208,7 +209,9 @@ def _int_or_none(value: object) -> bool:
 # ones by index): the check refuses any other call, name or value.
 _LAYER_CALLS: dict[str, dict[str, Callable[[object], bool]]] = {
     "ConvBlock": {"0": _int, "1": _int, "2": _int, "pad": _int, "dilation": _int, "groups": _int, "bias": _bool,
-                  "order": _order, "dropout": _float, "norm_groups": _int, "share": _int_or_none},
+                  "order": _order, "dropout": _float,
+                  # the levers' fields, written when a network uses them
+                  **{name: _int if default is not None else _int_or_none for name, default in LEVER_CONV_FIELDS.items()}},
     "nn.MaxPool2d": {"0": _int},
     "nn.AdaptiveAvgPool2d": {"0": _int},
 }
@@ -219,8 +222,8 @@ def _layer_call(layer, channels: int) -> tuple[str, tuple, dict]:
     if isinstance(layer, Conv):
         keywords = {"pad": layer.pad, "dilation": layer.dilation, "groups": layer.groups, "bias": layer.bias,
                     "order": tuple(layer.post), "dropout": float(layer.dropout)}
-        for name, default in (("norm_groups", 1), ("share", None)):  # fields of the newer levers, when used
-            if getattr(layer, name, default) != default:
+        for name, default in LEVER_CONV_FIELDS.items():  # the levers' fields, when used
+            if getattr(layer, name) != default:
                 keywords[name] = getattr(layer, name)
         return "ConvBlock", (channels, layer.out, layer.k), keywords
     if isinstance(layer, MaxPool):

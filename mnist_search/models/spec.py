@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Union
 
 from mnist_search.errors import SpecError
+from mnist_search.levers import LEVER_CONV_FIELDS
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -38,9 +39,9 @@ MAX_WIDTH = 1024
 MAX_KERNEL = 64
 MAX_PAD = 32
 MAX_SPEC_BYTES = 1_000_000  # a spec file; 64 layers of JSON take a few kilobytes
-# Fields added after specs were stored: written out only when they differ from the default,
-# so every spec without them serialises exactly as before.
-OPTIONAL_FIELDS = {"share": None, "norm_groups": 1}
+# Fields the levers added after specs were stored: written out only when they differ from the
+# default, so every spec without them serialises exactly as before.
+OPTIONAL_FIELDS = LEVER_CONV_FIELDS
 
 _show = reprlib.Repr()
 _show.maxlevel, _show.maxstring, _show.maxother, _show.maxlong = 2, 40, 40, 40

@@ -4,9 +4,11 @@ seed, scoring the TEST set every epoch. The only place the test set is used."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -14,7 +16,7 @@ import torch
 from safetensors.torch import load, save
 
 from mnist_search.defaults import DEFAULT_LAST_K
-from mnist_search.errors import ConfigError, SpecError, UserError
+from mnist_search.errors import ConfigError, UserError
 from mnist_search.models import ArchSpec
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
@@ -24,71 +26,61 @@ from mnist_search.search.meter import BatchMeter
 from mnist_search.search.processes import check_main_guard, run_processes
 from mnist_search.search.progress import plural
 from mnist_search.search.records import Confirmation, ConfirmationRun, TrialRecord
+from mnist_search.search.settings import ConfirmSettings
 from mnist_search.storage.locks import Busy, held_lock
 from mnist_search.trainer import (
+    EpochMetrics,
+    Runtime,
     TrainConfig,
     build_seeded,
     cpu_threads_per_process,
-    fit,
-    fit_seeds,
     load_mnist,
     resolve_device,
-    should_compile,
+    train_seeds,
+    trains_fused,
 )
-from mnist_search.trainer.fusion import check_fusable, seed_groups
 
-EpochCallback = Callable[[int, int, int, dict], None]  # (trial number, seed, epoch, metrics)
+EpochCallback = Callable[[int, int, int, EpochMetrics], None]  # (trial number, seed, epoch, metrics)
 
 
-def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, seeds: int = 3, first_seed: int = 0,
-            last_k: int | None = None, target: float = 99.4, workers: int = 1, device: str = "auto", compile: str = "auto",
+def confirm(study: optuna.Study, settings: ConfirmSettings | None = None, *,
             data_dir: str | os.PathLike | None = None, artifact_dir: str | os.PathLike = "mnist-search-artifacts",
-            fuse: bool = True, on_epoch: EpochCallback | None = None,
-            on_trial: Callable[[TrialRecord, int], None] | None = None,
+            on_epoch: EpochCallback | None = None, on_trial: Callable[[TrialRecord, int], None] | None = None,
             on_batch: Callable[[int, int], None] | None = None) -> list[tuple[TrialRecord, Confirmation]]:
-    """Retrain the ``top`` best completed trials (or the numbers in ``trials``) with ``seeds`` training
-    seeds from ``first_seed`` on all 60k training images, scoring the test set every epoch; store each
-    trial's :class:`Confirmation` in the study (replacing an earlier one) and each seed's weights as
-    artifacts. With ``workers`` > 1 that many seeds train at once, each in its own process;
-    otherwise, with ``fuse``, the seeds train together as one fused network (``fit_seeds``: each
-    seed as its own run would, one kernel sequence for all), one after another when the
-    network has a layer fused training does not support.
+    """Retrain the trials ``settings`` chooses (the ``top`` best completed ones, or the numbers in
+    ``trials``) with its seeds on all 60k training images, scoring the test set every epoch; store
+    each trial's :class:`Confirmation` in the study (replacing an earlier one) and each seed's
+    weights as artifacts. With ``workers`` > 1 that many seeds train at once, each in its own
+    process; otherwise, with ``fuse``, the seeds train together as one fused network where the
+    network allows (``train_seeds``).
 
-    ``last_k`` is how many final epochs a confirmation judges (default: the trial's own last-K
-    from the search, at most its epochs). Without ``data_dir`` the study's own data directory is
-    read (see data_dir_for).
+    ``settings.last_k`` is how many final epochs a confirmation judges (default: the trial's own
+    last-K from the search, at most its epochs). Without ``data_dir`` the study's own data
+    directory is read (see data_dir_for).
 
     ``on_trial(record, epochs)`` is called before a trial's seeds train; ``on_epoch`` after each
     epoch of each seed (in the worker processes, :func:`print_epoch` stands in for it);
     ``on_batch(step, steps_per_epoch)`` after each batch trained in this process.
     :class:`ConfirmProgress` provides all three.
     """
-    for name, value, low in (("top", top, 1), ("seeds", seeds, 1), ("workers", workers, 1),
-                             ("first_seed", first_seed, 0), ("last_k", 1 if last_k is None else last_k, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
-    # A target outside 0-100 (or NaN) makes every later reading of the confirmation fail: refused
-    # before hours of training, not stored after them.
-    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 <= target <= 100:
-        raise ConfigError(f"target must be a percentage between 0 and 100, got {target!r}")
-    if first_seed + seeds > 2**31:
-        raise ConfigError(f"first_seed + seeds must stay below 2**31, got {first_seed + seeds}")
-    if workers > 1:
-        check_workers(workers)
+    settings = settings or ConfirmSettings()
+    if settings.workers > 1:
+        check_workers(settings.workers)
         check_main_guard()
     data_dir = data_dir_for(data_dir, study)
-    chosen = choose(study, top, trials)
+    chosen = choose(study, settings.top, list(settings.trials) if settings.trials else None)
     for record in chosen:
-        check_seeds(seeds, record.params or 0)
-        if last_k is not None and record.epochs_per_seed is not None and last_k > record.epochs_per_seed:
-            raise ConfigError(f"last_k {last_k} is more than trial #{record.number}'s "
+        check_seeds(settings.seeds, record.params or 0)
+        if (settings.last_k is not None and record.epochs_per_seed is not None
+                and settings.last_k > record.epochs_per_seed):
+            raise ConfigError(f"last_k {settings.last_k} is more than trial #{record.number}'s "
                               f"{plural(record.epochs_per_seed, 'epoch')}; use at most {record.epochs_per_seed}")
     teacher = _study_teacher(study)
     for record in chosen:
         if record.config.get("distill_weight") and teacher is None:
             raise ConfigError(f"trial #{record.number} learnt from a teacher, but study {study.study_name!r} "
                               "records none to retrain it with")
-    device = str(resolve_device(device))
+    settings = settings.replace(device=str(resolve_device(settings.device)))
     artifacts = Path(artifact_dir)
     with contextlib.ExitStack() as claims:
         for record in chosen:
@@ -97,9 +89,22 @@ def confirm(study: optuna.Study, top: int = 3, trials: list[int] | None = None, 
             artifacts.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the artifact directory {artifacts}: {exc.strerror or exc}") from None
-        data = load_mnist(data_dir, val_size=0) if workers == 1 else None  # workers load it themselves
-        return _confirm_all(study, chosen, seeds, first_seed, last_k, target, workers, device, compile, data_dir,
-                            artifacts, fuse, data, teacher, on_epoch, on_trial, on_batch)
+        data = load_mnist(data_dir, val_size=0) if settings.workers == 1 else None  # workers load it themselves
+        confirmed = []
+        for record in chosen:
+            if on_trial:
+                on_trial(record, record.epochs_per_seed or 0)
+            job = ConfirmJob(settings, record.spec, record.config, data_dir, record.number, teacher)
+            if settings.workers == 1:
+                trained = train_job(job, settings.seed_list, data, on_epoch, on_batch)
+            else:
+                trained = _train_in_processes(job, on_epoch)
+            runs = [_store(study, record, run, blob, artifacts) for run, blob in trained]
+            result = Confirmation(runs=tuple(runs), last_k=settings.last_k or judged_epochs(record),
+                                  target=settings.target)
+            result.save(study, record.number)
+            confirmed.append((record, result))
+        return confirmed
 
 
 @contextlib.contextmanager
@@ -119,25 +124,24 @@ def _claim(study: optuna.Study, number: int) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
-def _confirm_all(study, chosen, seeds, first_seed, last_k, target, workers, device, compile, data_dir, artifacts,
-                 fuse, data, teacher, on_epoch, on_trial, on_batch) -> list[tuple[TrialRecord, Confirmation]]:
-    confirmed = []
-    for record in chosen:
-        if on_trial:
-            on_trial(record, record.epochs_per_seed or 0)
-        jobs = [json.dumps({"spec": record.spec, "config": {**record.config, "seed": seed}, "device": device,
-                            "compile": compile, "data_dir": data_dir, "trial": record.number, "teacher": teacher})
-                for seed in range(first_seed, first_seed + seeds)]
-        if workers == 1:
-            trained = _train_fused(jobs, data, on_epoch, on_batch) if seeds > 1 and fuse else None
-            trained = trained or [train_seed(job, data, on_epoch, on_batch) for job in jobs]
-        else:
-            trained = _train_in_processes(jobs, min(workers, seeds), on_epoch)
-        runs = [_store(study, record, run, blob, artifacts) for run, blob in trained]
-        result = Confirmation(runs=tuple(runs), last_k=last_k or judged_epochs(record), target=target)
-        study.set_user_attr(records.confirm_key(record.number), result.to_dict())
-        confirmed.append((record, result))
-    return confirmed
+@dataclass(frozen=True)
+class ConfirmJob:
+    """What training a trial's confirmation seeds needs, as worker processes receive it (JSON)."""
+
+    settings: ConfirmSettings
+    spec: dict
+    config: dict
+    data_dir: str | None
+    trial: int
+    teacher: list[str] | None  # [spec file, weights file] of the study's teacher
+
+    def to_json(self) -> str:
+        return json.dumps({**vars(self), "settings": self.settings.to_dict()})
+
+    @classmethod
+    def from_json(cls, text: str) -> ConfirmJob:
+        data = json.loads(text)
+        return cls(**{**data, "settings": ConfirmSettings.from_dict(data["settings"])})
 
 
 def judged_epochs(record: TrialRecord) -> int:
@@ -169,30 +173,33 @@ def choose(study: optuna.Study, top: int, numbers: list[int] | None) -> list[Tri
     return chosen
 
 
-def train_seed(job: str, data=None, on_epoch: EpochCallback | None = None,
-               on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, bytes]:
-    """Train one confirmation seed described by ``job`` (JSON): its run record and its final weights
-    (safetensors bytes). ``data`` is loaded from the job's data directory when not given."""
-    task = json.loads(job)
-    spec, config = ArchSpec.from_dict(task["spec"]), TrainConfig.from_dict(task["config"])
-    data = data if data is not None else load_mnist(task["data_dir"], val_size=0)
+def train_job(job: ConfirmJob, seeds: list[int], data=None, on_epoch: EpochCallback | None = None,
+              on_batch: Callable[[int, int], None] | None = None) -> list[tuple[dict, bytes]]:
+    """Train ``seeds`` of ``job``'s trial on all 60k training images, scored on the test set:
+    each seed's run record and final weights (safetensors bytes). ``data`` is loaded from the
+    job's data directory when not given."""
+    spec, config = ArchSpec.from_dict(job.spec), TrainConfig.from_dict(job.config)
+    data = data if data is not None else load_mnist(job.data_dir, val_size=0)
     train = data.full_train()
-    model = build_seeded(spec, config.seed)
 
-    def epoch_done(epoch: int, metrics: dict) -> None:
+    def epoch_done(epoch: int, indices: list[int], metrics: list[EpochMetrics | None]) -> None:
         if on_epoch:
-            on_epoch(task["trial"], config.seed, epoch, metrics)
+            for index, seed_metrics in zip(indices, metrics):
+                if seed_metrics is not None:
+                    on_epoch(job.trial, seeds[index], epoch, seed_metrics)
 
-    result = fit(model, config, train, data.test, device=task["device"], on_epoch=epoch_done, on_batch=on_batch,
-                 compile_model=should_compile(task["compile"], config, len(train), task["device"]),
-                 teacher=_teacher(task, config))
-    return _run_record(config, result, task["device"]), _weights(model)
+    device = job.settings.device
+    fitted = train_seeds(spec, config, seeds, train, data.test,
+                         Runtime.chosen(device, job.settings.compile, config, len(train)),
+                         fuse_seeds=job.settings.fuse, on_epoch=epoch_done, teacher=_teacher(job, config),
+                         on_batch=(lambda index, step, steps: on_batch(step, steps)) if on_batch else None)
+    return [(_run_record(config.replace(seed=f.seed), f.result, device), _weights(f.model)) for f in fitted]
 
 
 def _study_teacher(study: optuna.Study) -> list[str] | None:
     """[spec file, weights file] of the teacher the study's trials learnt from, or None."""
-    settings = study.user_attrs.get(records.SETTINGS)
-    if not isinstance(settings, dict) or settings.get("teacher") is None:
+    settings = records.stored_settings(study)
+    if settings is None or settings.get("teacher") is None:
         return None
     paths = [settings.get("teacher"), settings.get("teacher_weights")]
     if not all(isinstance(path, str) and path for path in paths):
@@ -200,63 +207,36 @@ def _study_teacher(study: optuna.Study) -> list[str] | None:
     return paths
 
 
-def _teacher(task: dict, config: TrainConfig):
+def _teacher(job: ConfirmJob, config: TrainConfig):
     if not config.distill_weight:
         return None
     from mnist_search.models.weights import load_network
 
-    return load_network(*task["teacher"])
+    return load_network(*job.teacher)
 
 
 def _run_record(config: TrainConfig, result, device: str) -> dict:
     """One seed's stored run: its test accuracy per epoch, where and how it trained."""
-    run = {"seed": config.seed, "status": result.status, "test_acc": [m["eval_acc"] for m in result.history],
-           "cpu_threads": torch.get_num_threads(), "device": torch.device(device).type}
-    if config.ema_epochs:
-        run["raw_test_acc"] = [m["raw_eval_acc"] for m in result.history]  # what the average changed
-    return run
+    run = ConfirmationRun(seed=config.seed, status=result.status, test_acc=tuple(m.eval_acc for m in result.history),
+                          raw_test_acc=tuple(m.raw_eval_acc for m in result.history) if config.ema_epochs else None,
+                          cpu_threads=torch.get_num_threads(), device=torch.device(device).type)
+    return run.to_dict()
 
 
 def _weights(model) -> bytes:
     return save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()})
 
 
-def _train_fused(jobs: list[str], data, on_epoch: EpochCallback | None,
-                 on_batch: Callable[[int, int], None] | None = None) -> list[tuple[dict, bytes]] | None:
-    """Train every seed of ``jobs`` (one network, one recipe) at once as one fused network; None
-    when the network has a layer fused training does not support."""
-    tasks = [json.loads(job) for job in jobs]
-    first = tasks[0]
-    spec, config = ArchSpec.from_dict(first["spec"]), TrainConfig.from_dict(first["config"])
-    seeds = [task["config"]["seed"] for task in tasks]
-    try:
-        check_fusable(spec)
-    except SpecError:
-        return None
-    train = data.full_train()
-    fitted = []
-    for group in seed_groups(spec, seeds):  # as many seeds at once as one fused network may hold
-
-        def epoch_done(epoch: int, metrics: list[dict | None], group: list[int] = group) -> None:
-            if on_epoch:
-                for seed, seed_metrics in zip(group, metrics):
-                    if seed_metrics is not None:
-                        on_epoch(first["trial"], seed, epoch, seed_metrics)
-
-        fitted += fit_seeds(spec, config, group, train, data.test, device=first["device"], on_epoch=epoch_done,
-                            on_batch=on_batch,
-                            compile_model=should_compile(first["compile"], config, len(train), first["device"]),
-                            teacher=_teacher(first, config))
-    return [(_run_record(config.replace(seed=f.seed), f.result, first["device"]), _weights(f.model)) for f in fitted]
-
-
-def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]]:
-    """Train the seeds ``workers`` at a time, each in its own process (see processes.run_processes)."""
+def _train_in_processes(job: ConfirmJob, on_epoch: EpochCallback | None) -> list[tuple[dict, bytes]]:
+    """Train the job's seeds ``settings.workers`` at a time, each in its own process (see processes.run_processes)."""
+    seeds = job.settings.seed_list
+    workers = min(job.settings.workers, len(seeds))
     threads = int(os.environ.get("OMP_NUM_THREADS") or cpu_threads_per_process(workers))
     target = _seed_with_progress if on_epoch is not None else _seed_quietly
+    payloads = [json.dumps({"job": job.to_json(), "seed": seed}) for seed in seeds]
     trained = []
-    for start in range(0, len(jobs), workers):
-        for outcome in run_processes(target, jobs[start : start + workers], threads):
+    for start in range(0, len(payloads), workers):
+        for outcome in run_processes(target, payloads[start : start + workers], threads):
             if outcome.user_error:
                 raise UserError(outcome.error)
             if not outcome.ok:
@@ -266,12 +246,12 @@ def _train_in_processes(jobs: list[str], workers: int, on_epoch: EpochCallback |
     return trained
 
 
-def epoch_line(seed: int, epoch: int, metrics: dict) -> str:
-    raw = f" (raw weights {metrics['raw_eval_acc']:.2f}%)" if "raw_eval_acc" in metrics else ""
-    return f"  seed {seed} epoch {epoch:>2}: test {metrics['eval_acc']:.2f}%{raw}"
+def epoch_line(seed: int, epoch: int, metrics: EpochMetrics) -> str:
+    raw = f" (raw weights {metrics.raw_eval_acc:.2f}%)" if metrics.raw_eval_acc is not None else ""
+    return f"  seed {seed} epoch {epoch:>2}: test {metrics.eval_acc:.2f}%{raw}"
 
 
-def print_epoch(trial: int, seed: int, epoch: int, metrics: dict) -> None:
+def print_epoch(trial: int, seed: int, epoch: int, metrics: EpochMetrics) -> None:
     """One line per seed and epoch (module-level: worker processes print it too)."""
     print(epoch_line(seed, epoch, metrics), flush=True)
 
@@ -281,8 +261,9 @@ class ConfirmProgress:
     epoch, and, for seeds trained in this process, the batch, images per second and time left
     (a redrawn line on a terminal or in a notebook, a line at least every 30 s in a log)."""
 
-    def __init__(self, seeds: int, first_seed: int = 0, workers: int = 1, fuse: bool = True) -> None:
-        self.seeds, self.first_seed, self.workers, self.fuse = seeds, first_seed, workers, fuse
+    def __init__(self, settings: ConfirmSettings) -> None:
+        self.seeds, self.first_seed, self.workers, self.fuse = (settings.seeds, settings.first_seed, settings.workers,
+                                                                settings.fuse)
         self.meter = BatchMeter()
         self.fused = False
 
@@ -292,14 +273,14 @@ class ConfirmProgress:
         last = self.first_seed + self.seeds - 1
         seeds = f"{self.seeds} seeds ({self.first_seed}-{last})" if self.seeds > 1 else f"1 seed ({self.first_seed})"
         spec = ArchSpec.from_dict(record.spec)
-        self.fused = self.workers == 1 and self.seeds > 1 and self.fuse and _fusable(spec)
+        self.fused = self.workers == 1 and trains_fused(spec, self.seeds, self.fuse)
         if self.workers == 1:
             batch = int(record.config.get("batch_size", 1)) if record.config else 1
             self.meter.start(epochs, batch * (self.seeds if self.fused else 1), runs=1 if self.fused else self.seeds)
         self.meter.write(f"confirming trial #{record.number} ({record.params:,} params): {seeds} x "
                          f"{plural(epochs, 'epoch')} on all 60,000 training images{at_once}, scored on the test set")
 
-    def epoch(self, trial: int, seed: int, epoch: int, metrics: dict) -> None:
+    def epoch(self, trial: int, seed: int, epoch: int, metrics: EpochMetrics) -> None:
         """``on_epoch``."""
         self.meter.write(epoch_line(seed, epoch, metrics), run=0 if self.fused else seed - self.first_seed,
                          epoch=epoch)
@@ -312,26 +293,26 @@ class ConfirmProgress:
         self.meter.close()
 
 
-def _fusable(spec: ArchSpec) -> bool:
-    try:
-        check_fusable(spec)
-    except SpecError:
-        return False
-    return True
+def _seed_with_progress(payload: str) -> tuple[dict, bytes]:
+    return _train_one(payload, on_epoch=print_epoch)
 
 
-def _seed_with_progress(job: str) -> tuple[dict, bytes]:
-    return train_seed(job, on_epoch=print_epoch)
+def _seed_quietly(payload: str) -> tuple[dict, bytes]:
+    return _train_one(payload)
 
 
-def _seed_quietly(job: str) -> tuple[dict, bytes]:
-    return train_seed(job)
+def _train_one(payload: str, on_epoch: EpochCallback | None = None) -> tuple[dict, bytes]:
+    """A confirmation worker process: one seed of a job."""
+    task = json.loads(payload)
+    (trained,) = train_job(ConfirmJob.from_json(task["job"]), [task["seed"]], on_epoch=on_epoch)
+    return trained
 
 
 def _store(study: optuna.Study, record: TrialRecord, run: dict, blob: bytes, artifacts: Path) -> ConfirmationRun:
-    """Store one seed's weights as an artifact of the study; its checked run record."""
-    model = build_seeded(ArchSpec.from_dict(record.spec), run["seed"])
+    """Store one seed's weights as an artifact of the study; its checked run record (``run`` may
+    come from a worker process, so it is read back like any stored value)."""
+    checked = ConfirmationRun.from_dict(run, "a confirmation worker's run")
+    model = build_seeded(ArchSpec.from_dict(record.spec), checked.seed)
     model.load_state_dict(load(blob))
-    run["weights_artifact"], run["weights_sha256"] = store_weights(
-        model, artifacts, study, f"confirm-{record.number}-seed{run['seed']}")
-    return ConfirmationRun.from_dict(run, f"confirmation seed {run['seed']}")
+    artifact, digest = store_weights(model, artifacts, study, f"confirm-{record.number}-seed{checked.seed}")
+    return dataclasses.replace(checked, weights_artifact=artifact, weights_sha256=digest)

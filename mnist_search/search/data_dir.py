@@ -33,14 +33,12 @@ def data_dir_for(explicit: str | os.PathLike | None, study: optuna.Study | None 
         return str(explicit)
     if os.environ.get(DATA_DIR_ENV):
         return None
-    recorded = study.user_attrs.get(records.DATA_DIR) if study is not None else None
-    if isinstance(recorded, str) and holds_mnist(recorded):
+    recorded = records.recorded_data_dir(study) if study is not None else None
+    if recorded is not None and holds_mnist(recorded):
         return recorded
     return str(LOCAL) if holds_mnist(LOCAL) else None
 
 
 def remember(study: optuna.Study, root: Path) -> None:
     """Record on ``study`` the directory its trials train on (absolute: commands run from anywhere)."""
-    where = str(root.expanduser().resolve())
-    if study.user_attrs.get(records.DATA_DIR) != where:
-        study.set_user_attr(records.DATA_DIR, where)
+    records.record_data_dir(study, str(root.expanduser().resolve()))

@@ -19,6 +19,7 @@ from typing import TextIO
 
 import optuna
 
+from mnist_search.search import records
 from mnist_search.search.meter import (
     LIVE_EVERY_S,
     PLAIN_EVERY_S,
@@ -29,6 +30,7 @@ from mnist_search.search.meter import (
     tqdm_class,
 )
 from mnist_search.search.records import RecordError, TrialRecord
+from mnist_search.trainer.metrics import EpochMetrics
 
 S = optuna.trial.TrialState
 # Up to this many finished trials, the summary lists each one's time; beyond it, their spread.
@@ -105,16 +107,16 @@ class SearchProgress:
             elif now - self.last_plain >= PLAIN_EVERY_S:
                 self._write(f"{self.prefix}trial {self._running_text()}")
 
-    def epoch(self, number: int, seed: int, seeds: int, epoch: int, epochs: int, metrics: dict) -> None:
+    def epoch(self, number: int, seed: int, seeds: int, epoch: int, epochs: int, metrics: EpochMetrics) -> None:
         """Trial ``number`` finished ``epoch`` of ``epochs`` for its seed ``seed`` (from 0) of ``seeds``."""
-        per_epoch = metrics.get("seconds", 0.0)  # the trainer reports each epoch's own seconds
+        per_epoch = metrics.seconds  # the trainer reports each epoch's own seconds
         with self._lock:
             clock = self.clocks.get(number)
             if clock is not None and (clock.runs > 1 or seed == 0):  # fused seeds end an epoch together
                 clock.epoch_done(seed if clock.runs > 1 else 0, epoch)
             left = (epochs - epoch) + (seeds - 1 - seed) * epochs if clock is None or clock.runs > 1 else epochs - epoch
             seed_text = f" seed {seed + 1}/{seeds}" if seeds > 1 else ""
-            text = (f"#{number}{seed_text} epoch {epoch}/{epochs} val {metrics['eval_acc']:.2f}% "
+            text = (f"#{number}{seed_text} epoch {epoch}/{epochs} val {metrics.eval_acc:.2f}% "
                     f"({per_epoch:.0f} s/epoch, {duration(per_epoch * left)} left)")
             self.running[number] = text
             if self._bar is not None:
@@ -190,8 +192,11 @@ class SearchProgress:
         if not done:
             return "no completed trial yet"
         best = max(done, key=lambda t: t.values[0])
-        params = best.user_attrs.get("params")
-        size = f" ({params:,} params)" if isinstance(params, int) and not isinstance(params, bool) else ""
+        try:
+            params = TrialRecord.from_trial(best).params
+        except RecordError:
+            params = None
+        size = f" ({params:,} params)" if params is not None else ""
         return f"best #{best.number} score {best.values[0]:.3f}{size}"
 
     def _running_text(self) -> str:
@@ -235,7 +240,7 @@ def counts(study: optuna.Study) -> str:
     """The study's trials by outcome."""
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
-    infeasible = sum("infeasible" in t.user_attrs for t in trials)
+    infeasible = sum(records.is_infeasible(t) for t in trials)
     waiting = states.count(S.WAITING)
     return (f"{plural(len(trials) - waiting, 'trial')}: completed {states.count(S.COMPLETE)}, "
             f"pruned {states.count(S.PRUNED) - infeasible}, infeasible {infeasible}, failed {states.count(S.FAIL)}"

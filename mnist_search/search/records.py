@@ -3,8 +3,11 @@
 The store is shared (many workers, the dashboard, `optuna` itself can edit it), so a stored
 value is input like any other: reading one checks its type and range, and a value of the wrong
 kind is a :class:`RecordError` naming the trial and the key, never a traceback later nor a
-string pasted into generated code. Writers use the key constants below; readers use the
-records, never raw ``user_attrs`` strings.
+string pasted into generated code. This module is the only one that reads or writes the
+stored keys: :class:`TrialWriter` writes a running trial, :class:`TrialRecord` reads one back,
+:class:`Confirmation` reads and writes itself, and the study-level functions at the end read
+and write the study's own attributes. A record written by a newer schema than this code reads
+is refused by name rather than misread.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import optuna
 
 from mnist_search.errors import UserError
+from mnist_search.trainer.metrics import EpochMetrics
 
 # Bumped when the meaning of a stored key changes; records without one are version 0, whose
 # trials predate `seeds` (one seed) and `schema` itself.
@@ -52,6 +56,7 @@ SEED_LAYOUT = "seed_layout"  # "fused": a trial's seeds trained together, pruned
 CONFIRM_PREFIX = "confirm:"  # + trial number: that trial's Confirmation
 SETTINGS = "settings"  # the SearchSettings the study was created with (JSON object)
 DATA_DIR = "data_dir"  # the directory of MNIST files its trials trained on, absolute
+WORKER_SLOTS = "worker_slots"  # sampler seeds handed out so far (one per process)
 
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -78,7 +83,8 @@ class TrialRecord:
     device: str | None = None
     last_k: int | None = None
     seeds: int = 1
-    history: tuple[float, ...] = ()  # validation accuracy per epoch (the first seed's)
+    epochs: tuple[EpochMetrics, ...] = ()  # the first seed's, per epoch
+    seed_epochs: tuple[tuple[EpochMetrics, ...], ...] = ()  # the other seeds', per epoch
     seed_scores: tuple[float, ...] = ()
     last_k_min: float | None = None
     seconds: float | None = None
@@ -93,6 +99,7 @@ class TrialRecord:
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         attrs = _Reader(trial.user_attrs, f"trial #{trial.number}")
+        _check_schema(attrs.integer(SCHEMA), f"trial #{trial.number}")
         config = attrs.mapping(CONFIG)
         value = trial.values[0] if trial.values else None
         return cls(
@@ -101,9 +108,9 @@ class TrialRecord:
             params=attrs.integer(PARAMS), receptive_field=attrs.integer(RECEPTIVE_FIELD),
             spec=attrs.mapping(SPEC), config=config, device=attrs.choice(DEVICE, DEVICES),
             last_k=attrs.integer(LAST_K), seeds=attrs.integer(SEEDS) or 1,
-            history=tuple(_number(m.get("eval_acc") if isinstance(m, Mapping) else None,
-                                  f"trial #{trial.number}'s {HISTORY}[{i}].eval_acc")
-                          for i, m in enumerate(attrs.sequence(HISTORY))),
+            epochs=attrs.epochs(HISTORY),
+            seed_epochs=tuple(_epochs(h, f"trial #{trial.number}'s {SEED_HISTORIES}[{i}]")
+                              for i, h in enumerate(attrs.sequence(SEED_HISTORIES))),
             seed_scores=attrs.numbers(SEED_SCORES), last_k_min=attrs.number(LAST_K_MIN),
             seconds=attrs.number(SECONDS), infeasible=attrs.text(INFEASIBLE),
             weights_artifact=attrs.artifact_id(WEIGHTS_ARTIFACT), weights_sha256=attrs.sha256(WEIGHTS_SHA256),
@@ -111,6 +118,11 @@ class TrialRecord:
             epochs_per_seed=_integer(config.get("epochs"), f"trial #{trial.number}'s config.epochs") if config else None,
             pruned_step=trial.last_step, fused_seeds=attrs.choice(SEED_LAYOUT, ("fused",)) == "fused",
         )
+
+    @property
+    def history(self) -> tuple[float, ...]:
+        """Validation accuracy per epoch (the first seed's)."""
+        return tuple(m.eval_acc for m in self.epochs)
 
     @property
     def pruned_at(self) -> str:
@@ -203,6 +215,7 @@ class Confirmation:
         runs = data.get("runs")
         if not isinstance(runs, list) or not runs:
             raise RecordError(f"{where}.runs must be a non-empty list")
+        _check_schema(_Reader(data, where).integer(SCHEMA), where)
         last_k = _integer(data.get("last_k"), f"{where}.last_k")
         if last_k < 1:
             raise RecordError(f"{where}.last_k must be at least 1, got {last_k}")
@@ -217,6 +230,10 @@ class Confirmation:
             data["raw"] = vars(self.raw)
         return data
 
+    def save(self, study: optuna.Study, number: int) -> None:
+        """Store this as trial ``number``'s confirmation, replacing an earlier one."""
+        study.set_user_attr(confirm_key(number), self.to_dict())
+
     def representative(self) -> tuple[ConfirmationRun, int] | None:
         """Of the seeds that trained to the end and kept their weights, the one with the median final
         test accuracy (the lower middle for an even count), and how many there were: the weights
@@ -224,6 +241,58 @@ class Confirmation:
         runs = sorted((r for r in self.runs if r.status == "completed" and r.test_acc and r.weights_artifact),
                       key=lambda r: r.test_acc[-1])
         return (runs[(len(runs) - 1) // 2], len(runs)) if runs else None
+
+
+class TrialWriter:
+    """Everything mnist-search stores on a trial while it runs, written under the keys above."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def _set(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            self.trial.set_user_attr(key, value)
+
+    def infeasible(self, reason: str) -> None:
+        self._set({INFEASIBLE: reason})
+
+    def started(self, *, params: int, receptive_field: int, spec: dict, config: dict, device: str, cpu_threads: int,
+                max_params: int, last_k: int, seeds: int, worker: str | None, fused_layout: bool) -> None:
+        """What the trial trains, where, and how it is judged, before it trains."""
+        self._set({SCHEMA: SCHEMA_VERSION, PARAMS: params, RECEPTIVE_FIELD: receptive_field, SPEC: spec,
+                   CONFIG: config, DEVICE: device, CPU_THREADS: cpu_threads, MAX_PARAMS: max_params, LAST_K: last_k,
+                   SEEDS: seeds, **({WORKER: worker} if worker else {}),
+                   **({SEED_LAYOUT: "fused"} if fused_layout else {})})
+
+    def epochs(self, histories: list[list[EpochMetrics]], changed: list[int]) -> None:
+        """The per-epoch metrics of every seed so far; only the seeds in ``changed`` are rewritten."""
+        values: dict[str, Any] = {}
+        if 0 in changed:
+            values[HISTORY] = [m.to_dict() for m in histories[0]]
+        if any(index > 0 for index in changed):
+            values[SEED_HISTORIES] = [[m.to_dict() for m in history] for history in histories[1:]]
+        self._set(values)
+
+    def ended(self, seconds: float, status: str | None = None) -> None:
+        """How long it trained; ``status`` when training itself failed (diverged)."""
+        self._set({SECONDS: seconds, **({STATUS: status} if status else {})})
+
+    def scored(self, seed_scores: list[float], last_k_min: float) -> None:
+        self._set({**({SEED_SCORES: seed_scores} if len(seed_scores) > 1 else {}), LAST_K_MIN: last_k_min})
+
+    def weights(self, artifact_id: str, sha256: str) -> None:
+        self._set({WEIGHTS_ARTIFACT: artifact_id, WEIGHTS_SHA256: sha256})
+
+
+def is_infeasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` was a sample that could not fit the budget (pruned before training)."""
+    return INFEASIBLE in trial.user_attrs
+
+
+def worker_of(trial: optuna.trial.FrozenTrial) -> str | None:
+    """The host:pid that trained (or trains) ``trial``, when recorded."""
+    value = trial.user_attrs.get(WORKER)
+    return value if isinstance(value, str) else None
 
 
 def confirmation(study: optuna.Study, number: int, attrs: Mapping[str, Any] | None = None) -> Confirmation | None:
@@ -306,6 +375,9 @@ class _Reader:
             raise RecordError(f"{self.where}'s {key} must be a list, got {type(value).__name__}")
         return value
 
+    def epochs(self, key: str) -> tuple[EpochMetrics, ...]:
+        return _epochs(self._get(key), f"{self.where}'s {key}")
+
     def mapping(self, key: str) -> dict | None:
         value = self._get(key)
         if value is not None and not isinstance(value, dict):
@@ -339,6 +411,23 @@ class _Reader:
         return value
 
 
+def _epochs(value: Any, where: str) -> tuple[EpochMetrics, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RecordError(f"{where} must be a list, got {type(value).__name__}")
+    try:
+        return tuple(EpochMetrics.from_dict(m) for m in value)
+    except ValueError as exc:
+        raise RecordError(f"{where} holds an epoch {exc}") from None
+
+
+def _check_schema(schema: int | None, where: str) -> None:
+    if schema is not None and schema > SCHEMA_VERSION:
+        raise RecordError(f"{where} was stored by a newer mnist-search (record schema {schema}; this one reads up "
+                          f"to {SCHEMA_VERSION}); upgrade mnist-search to read it")
+
+
 def _integer(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise RecordError(f"{where} must be an integer, got {_show(value)}")
@@ -354,3 +443,46 @@ def _number(value: Any, where: str) -> float:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# The study's own attributes.
+
+def stored_settings(study: optuna.Study) -> dict | None:
+    """The settings (a SearchSettings as a JSON object) the study was created with; None when it
+    records none (made by an older mnist-search, or by Optuna alone)."""
+    return _Reader(study.user_attrs, f"study {study.study_name!r}").mapping(SETTINGS)
+
+
+def record_settings(study: optuna.Study, settings: dict) -> None:
+    """Record the settings of a new study, once: the first recorded are what its scores mean."""
+    if SETTINGS not in study.user_attrs:
+        study.set_user_attr(SETTINGS, settings)
+
+
+def recorded_data_dir(study: optuna.Study) -> str | None:
+    """The absolute directory of MNIST files the study's trials trained on, when recorded."""
+    return _Reader(study.user_attrs, f"study {study.study_name!r}").text(DATA_DIR)
+
+
+def record_data_dir(study: optuna.Study, where: str) -> None:
+    if study.user_attrs.get(DATA_DIR) != where:
+        study.set_user_attr(DATA_DIR, where)
+
+
+def take_worker_slots(study: optuna.Study, count: int) -> int:
+    """The first of ``count`` worker slots no process of any run of this study has taken."""
+    first = study.user_attrs.get(WORKER_SLOTS, 0)
+    first = first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else 0
+    study.set_user_attr(WORKER_SLOTS, first + count)
+    return first
+
+
+def warm_start_labels(study: optuna.Study) -> set[str]:
+    """The labels ("study#number") of the warm starts queued in ``study`` so far."""
+    return {label for t in study.get_trials(deepcopy=False)
+            if isinstance(label := t.user_attrs.get(WARM_START), str)}
+
+
+def enqueue_warm_start(study: optuna.Study, params: dict, label: str) -> None:
+    """Queue a trial of these parameters, labelled as the warm start ``label``."""
+    study.enqueue_trial(params, user_attrs={WARM_START: label})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from mnist_search.errors import UserError
+from mnist_search.levers import param_label
 from mnist_search.models import PRESETS, analyse
 from mnist_search.search import records
 from mnist_search.search.meter import plural
@@ -44,51 +44,6 @@ SEED_RANGE = 1.25  # seed networks are drawn up to this many times the largest t
 DPI = 110
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
-
-# Keyed by the names search.space gives its parameters (block widths are matched below).
-PARAM_LABELS = {
-    "block1_convs": "number of 3x3 convs before the max-pool",
-    "block2_convs": "number of 3x3 convs after the max-pool",
-    "pad1": "padding before the max-pool",
-    "pad2": "padding after the max-pool",
-    "squeeze": "1x1 squeeze: where",
-    "squeeze_width": "1x1 squeeze: width (relative)",
-    "squeeze_relu": "1x1 squeeze: ReLU",
-    "order": "BatchNorm/ReLU order",
-    "last_relu": "ReLU after a block's last conv",
-    "dropout": "dropout",
-    "head": "head: 1x1 conv before or after GAP",
-    "head_bn": "head: BatchNorm",
-    "separable": "depthwise-separable convs",
-    "optimizer": "optimizer",
-    "sgd_lr": "SGD learning rate",
-    "momentum": "SGD momentum",
-    "nesterov": "SGD Nesterov",
-    "adam_lr": "AdamW learning rate",
-    "scheduler": "learning-rate schedule",
-    "step_size": "StepLR step (epochs)",
-    "gamma": "StepLR decay",
-    "ema": "weight average (EMA)",
-    "ema_epochs": "weight average: horizon (epochs)",
-    "weight_decay": "weight decay",
-    "batch_size": "batch size",
-    "rotation": "augmentation: rotation (degrees)",
-    "translate": "augmentation: translation",
-    "label_smoothing": "label smoothing",
-}
-_WIDTH = re.compile(r"block(\d+)_width(\d+)")
-_BEFORE_AFTER = {"1": "before", "2": "after"}
-
-
-def param_label(name: str) -> str:
-    """A search-space parameter as a reader would name it; an unknown name is shown as it is."""
-    if name in PARAM_LABELS:
-        return PARAM_LABELS[name]
-    width = _WIDTH.fullmatch(name)
-    if width and width[1] in _BEFORE_AFTER:
-        return f"width of conv {int(width[2]) + 1} {_BEFORE_AFTER[width[1]]} the max-pool (relative)"
-    return name
-
 
 def leaderboard(study: optuna.Study, top: int = TOP) -> list[dict]:
     """The ``top`` completed trials by score, with what a reader needs to compare them."""
@@ -221,10 +176,9 @@ def accuracy_vs_params(study: optuna.Study) -> Figure | str:
               PRUNED: ("tab:gray", "pruned: validation accuracy at its last epoch")}
     series = {}
     for state in states:
-        trials = [t for t in study.get_trials(deepcopy=False, states=(state,))
-                  if t.user_attrs.get("history") and "params" in t.user_attrs]
-        series[state] = [(t.user_attrs["params"],
-                          score(t) if state == COMPLETE else t.user_attrs["history"][-1]["eval_acc"]) for t in trials]
+        trained = [r for r in map(records.TrialRecord.from_trial, study.get_trials(deepcopy=False, states=(state,)))
+                   if r.epochs and r.params is not None]
+        series[state] = [(r.params, r.score if state == COMPLETE else r.history[-1]) for r in trained]
     accuracies = [accuracy for points in series.values() for _, accuracy in points]
     if not accuracies:
         return "no trial has finished an epoch yet."
@@ -276,15 +230,15 @@ def accuracy_vs_params(study: optuna.Study) -> Figure | str:
 def epoch_curves(study: optuna.Study, rows: list[dict]) -> Figure | str:
     """Validation accuracy after every epoch for the top trials of the leaderboard."""
     trials = study.get_trials(deepcopy=False)  # numbered from 0: a trial's number is its index
-    curves = [(row, trials[row["trial"]].user_attrs.get("history", [])) for row in rows[:CURVES]]
+    curves = [(row, records.TrialRecord.from_trial(trials[row["trial"]]).epochs) for row in rows[:CURVES]]
     curves = [(row, history) for row, history in curves if history]
     if not curves:
         return "no trial has completed yet."
     figure, ax = plt.subplots(figsize=(8, 5))
     for row, history in curves:
-        ax.plot([m["epoch"] for m in history], [m["eval_acc"] for m in history], marker="o", markersize=3,
+        ax.plot([m.epoch for m in history], [m.eval_acc for m in history], marker="o", markersize=3,
                 label=f"trial {row['trial']}: {row['params']:,} params, score {row['score']:.2f}")
-    ax.set_ylim(*padded([m["eval_acc"] for _, history in curves for m in history]))
+    ax.set_ylim(*padded([m.eval_acc for _, history in curves for m in history]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")

@@ -39,8 +39,6 @@ from mnist_search.trainer import (
     resolve_device,
 )
 
-WORKER_SLOTS = "worker_slots"  # study attribute: sampler seeds handed out so far (one per process)
-
 
 @dataclass(frozen=True)
 class Location:
@@ -167,10 +165,7 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
     """Run ``settings.trials`` trials of an existing study from this process (a worker on any machine)."""
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
-    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
-    study = load_existing(storage, where.study_name)
-    # Another machine's path is no use here; the study's own is, when this machine has it.
-    data = load_search_data(replace(where, data_dir=data_dir_for(where.data_dir, study)), settings)
+    study, data, where = _open_existing(settings, where)
     check_compatible(study, settings)
     check_artifacts_writable(where.artifacts)
     progress = progress or SearchProgress(settings.trials)
@@ -183,6 +178,16 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
         _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
                   parallel=True)
     return study
+
+
+def _open_existing(settings: SearchSettings, where: Location):
+    """The existing study at ``where``, the data its trials train on, and ``where`` with that data's
+    directory: what a worker of any kind opens before it trains (the study's own data directory
+    when ``where`` names none and this machine has it)."""
+    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
+    study = load_existing(storage, where.study_name)
+    data = load_search_data(replace(where, data_dir=data_dir_for(where.data_dir, study)), settings)
+    return study, data, replace(where, data_dir=str(data.root))
 
 
 def load_search_data(where: Location, settings: SearchSettings):
@@ -228,8 +233,7 @@ def create_or_resume(storage, study_name: str, settings: SearchSettings) -> optu
     directions = ["maximize", "minimize"] if settings.pareto else ["maximize"]
     study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, load_if_exists=True)
     check_compatible(study, settings)
-    if records.SETTINGS not in study.user_attrs:
-        study.set_user_attr(records.SETTINGS, settings.to_dict())
+    records.record_settings(study, settings.to_dict())
     if study.metric_names is None:
         name_metrics(study, settings)
     return study
@@ -252,8 +256,8 @@ def check_compatible(study: optuna.Study, settings: SearchSettings) -> None:
         raise UserError(f"study {study.study_name!r} optimises {' and '.join(found)}, but objective "
                         f"{settings.objective!r} needs {' and '.join(expected)}; choose another study name"
                         + (" or objective" if len(found) != len(expected) else ""))
-    stored = study.user_attrs.get(records.SETTINGS)
-    if isinstance(stored, dict) and not settings.allow_mixed:
+    stored = records.stored_settings(study)
+    if stored is not None and not settings.allow_mixed:
         differences = settings.score_differences(stored)
         if differences:
             raise UserError(f"study {study.study_name!r} was created with settings that give its scores another "
@@ -291,9 +295,7 @@ def _sampler_seed(study: optuna.Study, settings: SearchSettings, count: int) -> 
     """
     if settings.seed is None:
         return [None] * count
-    first = study.user_attrs.get(WORKER_SLOTS, 0)
-    first = first if isinstance(first, int) and first >= 0 else 0
-    study.set_user_attr(WORKER_SLOTS, first + count)
+    first = records.take_worker_slots(study, count)
     name = zlib.crc32(study.study_name.encode())
     return [(settings.seed * 1_000_003 + name * 7919 + slot) % 2**32 for slot in range(first, first + count)]
 
@@ -305,19 +307,15 @@ def _optimize(study: optuna.Study, settings: SearchSettings, where: Location, da
     # The steps a trial reports (see Objective): one per epoch with fused seeds, else every seed's epochs.
     study.pruner = make_pruner(settings.pruner, settings.epochs * (1 if settings.fuse_seeds else settings.seeds_per_trial))
 
-    def on_epoch(number: int, seed: int, epoch: int, metrics: dict) -> None:
+    def on_epoch(number: int, seed: int, epoch: int, metrics) -> None:
         progress.epoch(number, seed, settings.seeds_per_trial, epoch, settings.epochs, metrics)
 
     def on_start(number: int, spec, config, fused: bool) -> None:
         progress.trial_started(number, spec, config, seeds=settings.seeds_per_trial, fused=fused)
 
-    objective = Objective(data=data, max_params=settings.max_params, epochs=settings.epochs, device=device,
-                          artifact_dir=where.artifacts, last_k=settings.last_k,
-                          seed=settings.seed if settings.seed is not None else 0,  # the training seed
-                          compile_choice=settings.compile, pareto=settings.pareto, seeds=settings.seeds_per_trial,
-                          on_epoch=on_epoch, on_start=on_start, on_batch=progress.batch,
-                          worker=f"{socket.gethostname()}:{os.getpid()}", fuse_seeds=settings.fuse_seeds,
-                          teacher=load_teacher(settings))
+    objective = Objective(settings=settings, data=data, device=device, artifact_dir=where.artifacts,
+                          teacher=load_teacher(settings), worker=f"{socket.gethostname()}:{os.getpid()}",
+                          on_epoch=on_epoch, on_start=on_start, on_batch=progress.batch)
     with quiet_optuna():
         # Optuna checks the timeout between trials, so a running trial is never cut short.
         study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[progress],
@@ -380,7 +378,7 @@ def _fan_out(settings: SearchSettings, where: Location, study: optuna.Study, pro
     progress.done += sum(o.result or 0 for o in outcomes if o.ok)  # the workers' trials are this run's
     ours = {f"{socket.gethostname()}:{o.pid}" for o in outcomes}
     progress.finished += [t.number for t in study.get_trials(deepcopy=False)
-                          if t.state.is_finished() and t.user_attrs.get(records.WORKER) in ours]
+                          if t.state.is_finished() and records.worker_of(t) in ours]
     refused = next((o.error for o in outcomes if o.user_error), None)
     if refused:
         raise UserError(refused)
@@ -393,7 +391,7 @@ def fail_trials_of(study: optuna.Study, worker: str) -> list[int]:
     """Mark failed the running trials that ``worker`` (host:pid) held; their numbers."""
     storage = study._storage  # Optuna has no public way to end another process's trial
     held = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            if t.user_attrs.get(records.WORKER) == worker]
+            if records.worker_of(t) == worker]
     for trial in held:
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     return [t.number for t in held]
@@ -403,10 +401,7 @@ def work_share(payload: str) -> int:
     """A local worker process: run its share of the trials; returns how many ran."""
     job = json.loads(payload)
     settings = SearchSettings.from_dict(job["settings"])  # jobs already resolved by the parent
-    where = Location(**job["where"])
-    storage = open_storage(where.storage_url, heartbeat_grace=settings.heartbeat_grace_s, create=False)
-    data = load_search_data(where, settings)
-    study = load_existing(storage, where.study_name)
+    study, data, where = _open_existing(settings, Location(**job["where"]))
     progress = SearchProgress(settings.trials, live=False, prefix=f"[worker {job['index'] + 1}] ")
     _optimize(study, settings, where, data, str(resolve_device(settings.device)), job["sampler_seed"], progress,
               parallel=True)

@@ -217,3 +217,80 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
     wanted = " or ".join("a whole number" if k == "int" else "a number" if k == "float" else
                          "text" if k == "str" else "true/false" if k == "bool" else "absent" for k in kinds)
     raise ConfigError(f"{name} must be {wanted}, got {value!r:.40}")
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """Every option of a confirmation, as one frozen, self-validating value (workers receive it as JSON).
+
+    Attributes:
+        top: confirm the ``top`` best completed trials...
+        trials: ...or these trial numbers.
+        seeds: training seeds per trial, ``first_seed`` and up.
+        first_seed: the first training seed; fresh seeds re-check a confirmed trial (the new
+            confirmation replaces the stored one).
+        last_k: final epochs judged (None: the K the trial's search scored on, at most its epochs).
+        target: test accuracy (%) every judged epoch of every seed must reach to be consistent.
+        workers: seeds trained at once, each in its own process with its share of the CPU cores.
+        device: 'auto' (CUDA when present), 'cpu' or 'cuda'.
+        compile: 'auto', 'on' or 'off': torch.compile the training step.
+        fuse: in one process, train a trial's seeds as one fused network where it can.
+    """
+
+    top: int = 3
+    trials: tuple[int, ...] | None = None
+    seeds: int = 3
+    first_seed: int = 0
+    last_k: int | None = None
+    target: float = 99.4
+    workers: int = 1
+    device: str = "auto"
+    compile: str = "auto"
+    fuse: bool = True
+
+    def __post_init__(self) -> None:
+        if self.trials is not None:
+            if not isinstance(self.trials, (list, tuple)) or not self.trials or any(
+                    isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in self.trials):
+                raise ConfigError(f"trials must be a list of trial numbers, got {self.trials!r:.40}")
+            object.__setattr__(self, "trials", tuple(self.trials))
+        # A target outside 0-100 (or NaN) makes every later reading of the confirmation fail:
+        # refused before hours of training, not stored after them.
+        if (isinstance(self.target, bool) or not isinstance(self.target, (int, float))
+                or not 0 <= self.target <= 100):
+            raise ConfigError(f"target must be a percentage between 0 and 100, got {self.target!r:.40}")
+        for f in fields(self):
+            if f.name not in ("trials", "target"):
+                _check_type(f.name, getattr(self, f.name), f.type)
+        for name, low in (("top", 1), ("seeds", 1), ("workers", 1), ("first_seed", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be a whole number of at least {low}, got {getattr(self, name)!r}")
+        if self.last_k is not None and self.last_k < 1:
+            raise ConfigError(f"last_k must be a whole number of at least 1, got {self.last_k!r}")
+        if self.first_seed + self.seeds > 2**31:
+            raise ConfigError(f"first_seed + seeds must stay below 2**31, got {self.first_seed + self.seeds}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def replace(self, **changes: Any) -> ConfirmSettings:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["trials"] = list(self.trials) if self.trials is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ConfirmSettings:
+        if not isinstance(data, dict):
+            raise ConfigError("confirm settings must be a JSON object")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown confirm setting(s): {', '.join(map(str, unknown))}")
+        return cls(**data)

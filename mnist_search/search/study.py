@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import optuna
-from optuna.storages import BaseStorage
 
 from mnist_search.defaults import PRUNERS, SAMPLERS
 from mnist_search.errors import UserError
@@ -42,35 +41,5 @@ def score(trial: optuna.trial.FrozenTrial) -> float:
     return trial.values[0]
 
 
-def ranked(trials: list[optuna.trial.FrozenTrial], top: int) -> list[optuna.trial.FrozenTrial]:
-    """The ``top`` completed ``trials`` with the highest score, best first."""
-    return sorted(trials, key=score, reverse=True)[:top]
-
-
 def is_pareto(study: optuna.Study) -> bool:
     return len(study.directions) > 1
-
-
-def open_study(storage: BaseStorage, study_name: str, sampler, pruner, create: bool = True,
-               objective: str = "score") -> optuna.Study:
-    """Create the study or resume it; with ``create=False`` an unknown study is a user error.
-
-    ``objective`` 'score' maximises the consistency score; 'pareto' also minimises parameters.
-    """
-    if create:
-        directions = ["maximize", "minimize"] if objective == "pareto" else ["maximize"]
-        study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
-                                    sampler=sampler, pruner=pruner, load_if_exists=True)
-        if len(study.directions) != len(directions):
-            kind = "a Pareto (score, parameters)" if is_pareto(study) else "a single-objective"
-            raise UserError(f"study {study_name!r} is {kind} study; use objective "
-                            f"{'pareto' if is_pareto(study) else 'score'} or another study_name")
-        return study
-    try:
-        return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise UserError(
-            f"no study named {study_name!r} in this storage"
-            + (f"; studies there: {', '.join(names)}" if names else "; it holds no study yet (run `mnist-search run`)")
-        ) from None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import optuna
 
 from mnist_search.errors import UserError
-from mnist_search.search.space import LATER_PARAMS
-from mnist_search.search.study import ranked
+from mnist_search.levers import REBUILD
+from mnist_search.search import records
+from mnist_search.search.study import score
 
 
 def best_of(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
@@ -20,21 +21,21 @@ def best_of(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
     completed = source.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {source.study_name!r} has no completed trial to warm-start from")
-    return ranked(completed, top)
+    return sorted(completed, key=score, reverse=True)[:top]
 
 
 def enqueue(study: optuna.Study, source_name: str, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
     """Queue ``trials`` (of study ``source_name``) as the next trials of ``study``; the numbers queued now.
 
     Parameters the space gained after ``trials`` ran are fixed to what those trials trained
-    (``LATER_PARAMS``). A trial this study already holds, queued, run or retried, is not
+    (each lever's ``rebuild`` values, mnist_search/levers.py). A trial this study already holds, queued, run or retried, is not
     queued again, so resuming a warm-started study repeats nothing.
     """
-    labels = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
+    labels = records.warm_start_labels(study)
     queued = []
     for trial in trials:
         label = f"{source_name}#{trial.number}"
         if label not in labels:
-            study.enqueue_trial({**LATER_PARAMS, **trial.params}, user_attrs={"warm_start": label})
+            records.enqueue_warm_start(study, {**REBUILD, **trial.params}, label)
             queued.append(trial.number)
     return queued

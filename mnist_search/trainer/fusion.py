@@ -23,14 +23,17 @@ import torch
 from torch import nn
 
 from mnist_search.errors import SpecError
+from mnist_search.levers import FUSABLE_LEVER_FIELDS, FUSABLE_LEVER_POST_OPS
 from mnist_search.models.analysis import validate
 from mnist_search.models.network import ConvBlock, SeededDropout, SpecNet, build, keep_mask
 from mnist_search.models.spec import GAP, INPUT_SHAPE, MAX_WIDTH, ArchSpec, Conv, Layer, MaxPool
 
-# The conv fields the fused builder knows how to widen; a new field must be taught here
-# (a norm over groups of channels, or weights shared between layers, fuse differently).
-FUSABLE_CONV_FIELDS = frozenset({"out", "k", "pad", "bias", "post", "dropout", "dilation", "groups"})
-FUSABLE_POST_OPS = frozenset({"relu", "bn"})  # both act per channel
+# The conv fields and post ops the fused builder knows how to widen: the spec's own, and those of
+# the levers declared fusable (a norm over groups of channels, or weights shared between layers,
+# fuse differently); anything else trains its seeds one after another.
+FUSABLE_CONV_FIELDS = (frozenset({"out", "k", "pad", "bias", "post", "dropout", "dilation", "groups"})
+                       | FUSABLE_LEVER_FIELDS)
+FUSABLE_POST_OPS = frozenset({"relu", "bn"}) | FUSABLE_LEVER_POST_OPS  # both act per channel
 
 
 class FusedDropout(SeededDropout):
@@ -125,6 +128,14 @@ def check_fusable(spec: ArchSpec) -> None:
     """Raise SpecError when fused training does not support a layer of ``spec`` (building a
     one-copy fused network is the check, so it cannot disagree with ``fuse``)."""
     FusedNet(spec, 1)
+
+
+def fusable(spec: ArchSpec) -> bool:
+    try:
+        check_fusable(spec)
+    except SpecError:
+        return False
+    return True
 
 
 def fuse(spec: ArchSpec, models: Sequence[SpecNet]) -> FusedNet:

@@ -32,6 +32,8 @@ from mnist_search.trainer.config import TrainConfig
 from mnist_search.trainer.data import MNIST_MEAN, MNIST_STD, Split
 from mnist_search.trainer.fusion import FusedDropout
 from mnist_search.trainer.graphs import capture_train_step, own_stream
+from mnist_search.trainer.metrics import EpochMetrics
+from mnist_search.trainer.runtime import Runtime
 from mnist_search.trainer.schedules import lr_per_step, make_optimizer
 
 EVAL_BATCH = 500
@@ -40,20 +42,16 @@ DIVERGENCE_CHECK_EVERY = 50
 DIVERGED_LOSS = 50.0
 BLACK = -MNIST_MEAN / MNIST_STD  # a 0-valued pixel after normalisation
 
-EpochCallback = Callable[[int, dict], None]
-CopiesEpochCallback = Callable[[int, list[dict | None]], None]  # one dict per copy, None once it diverged
+EpochCallback = Callable[[int, EpochMetrics], None]
+CopiesEpochCallback = Callable[[int, list[EpochMetrics | None]], None]  # one dict per copy, None once it diverged
 BatchCallback = Callable[[int, int], None]
 
 
 @dataclass
 class FitResult:
-    history: list[dict] = field(default_factory=list)
+    history: list[EpochMetrics] = field(default_factory=list)
     status: str = "completed"  # completed | diverged
     message: str = ""
-
-    @property
-    def last(self) -> dict:
-        return self.history[-1] if self.history else {}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -61,7 +59,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise ConfigError(f"device {device!r} was asked for, but no CUDA GPU is available; use device 'cpu' or 'auto'")
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(device)
@@ -78,13 +76,10 @@ def fit(
     config: TrainConfig,
     train: Split,
     evaluate_on: Split,
-    device: str | torch.device = "auto",
+    runtime: Runtime | None = None,
+    *,
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
-    compile_model: bool = False,
-    cuda_graph: bool | None = None,
-    channels_last: bool | None = None,
-    bf16: bool = False,
     teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs, evaluating on ``evaluate_on`` after each.
@@ -93,10 +88,9 @@ def fit(
     and may raise to stop training (the search raises optuna.TrialPruned); ``on_batch(step,
     steps_per_epoch)`` runs after every batch, for progress bars.
 
-    On CUDA the training step is captured in a CUDA graph (``cuda_graph``, default: on for
-    CUDA) and all work runs on a stream of its own, so trials trained from several threads
-    share the GPU. ``channels_last`` (default: only for compiled CPU training) and ``bf16``
-    autocast are there to be measured (bench/search_gpu.py).
+    ``runtime`` (default: ``Runtime()``, the best device there is) says where and how: on
+    CUDA the training step is captured in a CUDA graph and all work runs on a stream of its
+    own, so trials trained from several threads share the GPU.
 
     With ``config.distill_weight`` w > 0 the loss is (1 - w) x cross-entropy + w x T^2 x the
     KL divergence from ``teacher``'s softened predictions (temperature T =
@@ -104,8 +98,8 @@ def fit(
     batch the network sees, in eval mode and without gradients.
     """
     report = None if on_epoch is None else lambda epoch, metrics: on_epoch(epoch, metrics[0])
-    return fit_copies(model, [config], train, evaluate_on, device, report, on_batch, compile_model, cuda_graph,
-                      channels_last, bf16, teacher)[0]
+    return fit_copies(model, [config], train, evaluate_on, runtime, on_epoch=report, on_batch=on_batch,
+                      teacher=teacher)[0]
 
 
 def fit_copies(
@@ -113,13 +107,10 @@ def fit_copies(
     configs: Sequence[TrainConfig],
     train: Split,
     evaluate_on: Split,
-    device: str | torch.device = "auto",
+    runtime: Runtime | None = None,
+    *,
     on_epoch: CopiesEpochCallback | None = None,
     on_batch: BatchCallback | None = None,
-    compile_model: bool = False,
-    cuda_graph: bool | None = None,
-    channels_last: bool | None = None,
-    bf16: bool = False,
     teacher: nn.Module | None = None,
 ) -> list[FitResult]:
     """``fit`` for a network of K = ``len(configs)`` copies stacked on the channel axis (a
@@ -128,19 +119,22 @@ def fit_copies(
     The configs may differ in their seed only. Copy i draws its batch order, augmentation
     and dropout masks from generators seeded by ``configs[i].seed``, in the order a run of
     it alone would, and its loss is its own batch mean, so each copy trains as it would
-    alone. ``on_epoch(epoch, metrics)`` gets one dict per copy, None for a copy that has
+    alone. ``on_epoch(epoch, metrics)`` gets one EpochMetrics per copy, None for a copy that has
     diverged; a diverged copy stops being scored while the others train on (its weights
-    may hold NaNs, but no copy reads another's). ``channels_last`` defaults to on for
+    may hold NaNs, but no copy reads another's). ``runtime.channels_last`` defaults to on for
     several copies on the CPU, where grouped convolutions train faster in it.
     """
     if not configs or any(c.replace(seed=configs[0].seed) != configs[0] for c in configs):
         raise ValueError("fit_copies needs at least one config, and the configs may differ only in their seed")
     if configs[0].distill_weight > 0 and teacher is None:
         raise ConfigError("distill_weight needs a teacher network to distil from")
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+    runtime = runtime or Runtime()
+    device = runtime.device if isinstance(runtime.device, torch.device) else resolve_device(runtime.device)
+    compile_model = runtime.compile
+    use_graph = device.type == "cuda" if runtime.cuda_graph is None else runtime.cuda_graph
     if use_graph and device.type != "cuda":
         raise ConfigError("CUDA graphs need a CUDA device; train on the CPU without them")
+    channels_last = runtime.channels_last
     if channels_last is None:
         # Compiled on the CPU, the step runs ~17% faster in channels_last (BENCHMARKS.md);
         # eager oneDNN training is faster contiguous, except for grouped convolutions, whose
@@ -158,7 +152,7 @@ def fit_copies(
             context.enter_context(torch._dynamo.config.patch(recompile_limit=max(8, 2 * modules)))
         try:
             return _fit(model, list(configs), train, evaluate_on, device, on_epoch, on_batch, compile_model,
-                        use_graph, channels_last, bf16, teacher if configs[0].distill_weight > 0 else None)
+                        use_graph, channels_last, runtime.bf16, teacher if configs[0].distill_weight > 0 else None)
         finally:
             for module in model.modules():
                 if isinstance(module, SeededDropout):
@@ -286,19 +280,13 @@ def _fit(model, configs, train, evaluate_on, device, on_epoch, on_batch, compile
         raw_scores = evaluate_copies(model, eval_x, eval_y, copies) if average is not None else None
         corrects = correct.tolist()
         seconds = time.perf_counter() - started
-        epoch_metrics: list[dict | None] = [None] * copies
+        epoch_metrics: list[EpochMetrics | None] = [None] * copies
         for i in training:
-            metrics = {
-                "epoch": epoch,
-                "train_loss": train_losses[i],
-                "train_acc": 100.0 * corrects[i] / seen,
-                "eval_loss": scores[i][0],
-                "eval_acc": scores[i][1],
-                "lr": lrs[first_step],
-                "seconds": seconds,
-            }
-            if raw_scores is not None:
-                metrics["raw_eval_acc"] = raw_scores[i][1]
+            metrics = EpochMetrics(
+                epoch=epoch, train_loss=train_losses[i], train_acc=100.0 * corrects[i] / seen,
+                eval_loss=scores[i][0], eval_acc=scores[i][1], lr=lrs[first_step], seconds=seconds,
+                raw_eval_acc=raw_scores[i][1] if raw_scores is not None else None,
+            )
             results[i].history.append(metrics)
             epoch_metrics[i] = metrics
         if on_epoch is not None:

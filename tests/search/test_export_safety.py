@@ -18,7 +18,9 @@ from mnist_search.models.export import GeneratedCodeError, check_source, export_
 from mnist_search.search import records
 from mnist_search.search.artifacts import store_weights
 from mnist_search.search.exporting import export
+from mnist_search.search.settings import ConfirmSettings
 from mnist_search.trainer import TrainConfig, build_seeded
+from tests.helpers import stored_epochs
 
 PWNED = "PWNED-export-injection"
 PAYLOAD = f'x"""+str(__import__("os").system("touch {PWNED}"))+"""'
@@ -33,7 +35,7 @@ def make_study(tmp_path: Path, name: str = "mnist-search", **overrides) -> tuple
     artifacts = tmp_path / "artifacts"
     artifact_id, digest = store_weights(build_seeded(SPEC, 0), artifacts, study, "trial-0")
     attrs = {records.PARAMS: 7684, records.RECEPTIVE_FIELD: 28, records.SPEC: SPEC.to_dict(),
-             records.CONFIG: TrainConfig(epochs=2).to_dict(), records.HISTORY: [{"eval_acc": 98.0}, {"eval_acc": 98.5}],
+             records.CONFIG: TrainConfig(epochs=2).to_dict(), records.HISTORY: stored_epochs(98.0, 98.5),
              records.LAST_K_MIN: 98.5, records.WEIGHTS_ARTIFACT: artifact_id, records.WEIGHTS_SHA256: digest,
              **overrides}
     study.add_trial(optuna.trial.create_trial(value=98.5, user_attrs=attrs))
@@ -61,7 +63,7 @@ def test_a_hostile_study_name_is_only_text_in_the_docstring(tmp_path, monkeypatc
 @pytest.mark.parametrize("overrides", [
     {records.RECEPTIVE_FIELD: PAYLOAD},
     {records.PARAMS: PAYLOAD},
-    {records.HISTORY: [{"eval_acc": PAYLOAD}]},
+    {records.HISTORY: [{**stored_epochs(98.0)[0], "eval_acc": PAYLOAD}]},
     {records.LAST_K_MIN: PAYLOAD},
     {records.SEED_SCORES: [PAYLOAD]},
     {records.WEIGHTS_ARTIFACT: "../../etc/passwd"},
@@ -209,7 +211,7 @@ def test_a_plain_optuna_study_is_refused_by_every_reading_command(tmp_path):
     with pytest.raises(records.RecordError, match="was the study made by mnist-search"):
         export(study, tmp_path / "net.py")
     with pytest.raises(records.RecordError, match="was the study made by mnist-search"):
-        confirm(study, last_k=1, artifact_dir=tmp_path / "a")
+        confirm(study, ConfirmSettings(last_k=1), artifact_dir=tmp_path / "a")
     with pytest.raises(records.RecordError, match="not made by mnist-search"):
         write_report(study, tmp_path / "report")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.db"]

@@ -15,7 +15,7 @@ from mnist_search.models.spec import MAX_WIDTH
 from mnist_search.search import machine
 from mnist_search.search.confirm import confirm
 from mnist_search.search.objective import Objective
-from mnist_search.search.study import open_study
+from mnist_search.search.settings import ConfirmSettings, SearchSettings
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist
 from mnist_search.trainer.fusion import FusedNet, copies_per_network, seed_groups
@@ -45,10 +45,10 @@ def test_any_seed_count_splits_into_fused_networks_that_can_be_built(width):
 def test_a_trial_with_more_fused_seeds_than_one_network_holds_completes(tmp_path):
     # Fewer images than the usual tiny data: 20 wide copies make the CPU's grouped convolutions slow.
     data = load_mnist(make_tiny_mnist(tmp_path / "data", n_train=100, n_test=20), val_size=20, download=False)
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'wide.db'}"), "wide",
-                       optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
-    study.optimize(Objective(data=data, max_params=8000, epochs=1, device="cpu", artifact_dir=tmp_path / "a",
-                             last_k=1, seed=3, seeds=20, fuse_seeds=True), n_trials=1)
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'wide.db'}"), study_name="wide", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
+    settings = SearchSettings(max_params=8000, epochs=1, last_k=1, seed=3, seeds_per_trial=20, fuse_seeds=True)
+    study.optimize(Objective(settings, data, "cpu", tmp_path / "a"), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
     assert len(seed_groups(ArchSpec.from_dict(trial.user_attrs["spec"]), range(20))) > 1  # the case under test
@@ -63,8 +63,7 @@ def test_confirm_trains_more_seeds_than_one_fused_network_holds(tmp_path):
     study, artifacts = make_study(tmp_path, **{records.SPEC: spec_of_width(400).to_dict(), records.PARAMS: 8030,
                                                records.CONFIG: TrainConfig(epochs=1, batch_size=32).to_dict()})
     small = make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
-    (_, result), = confirm(study, trials=[0], seeds=3, first_seed=2, last_k=1, compile="off", data_dir=small,
-                           artifact_dir=artifacts)  # groups of 2 and 1
+    (_, result), = confirm(study, ConfirmSettings(trials=[0], seeds=3, first_seed=2, last_k=1, compile="off"), data_dir=small, artifact_dir=artifacts)  # groups of 2 and 1
     assert [r.seed for r in result.runs] == [2, 3, 4] and all(len(r.test_acc) == 1 for r in result.runs)
     assert len({r.weights_artifact for r in result.runs}) == 3
 

@@ -17,10 +17,10 @@ from mnist_search.search.exporting import export
 from mnist_search.search.report import write_report
 from mnist_search.storage import default_artifact_dir
 from mnist_search.storage.files import check_output, write_files
-from tests.helpers import assert_user_error, cli_in_process
+from tests.helpers import assert_user_error, cli_in_process, stored_epochs
 from tests.search.test_export_safety import make_study
 
-HISTORY = {records.HISTORY: [{"epoch": 1, "eval_acc": 98.0}, {"epoch": 2, "eval_acc": 98.5}]}
+HISTORY = {records.HISTORY: stored_epochs(98.0, 98.5)}
 
 
 def study_with_weights(tmp_path: Path):

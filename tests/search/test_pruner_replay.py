@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 
 from mnist_search.search.study import make_pruner
+from tests.helpers import stored_epochs
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pruner_replay.py"
 
@@ -26,7 +27,8 @@ def recorded_study(epochs: int = 8) -> optuna.Study:
     def objective(trial):
         ceiling, history = rng.uniform(95, 99.5), []
         for epoch in range(1, epochs + 1):
-            history.append({"eval_acc": ceiling - 5 / epoch + rng.uniform(-0.3, 0.3), "seconds": 0.0})
+            history.append({**stored_epochs(ceiling - 5 / epoch + rng.uniform(-0.3, 0.3), seconds=0.0)[0],
+                            "epoch": epoch})
             trial.set_user_attr("history", history)
             trial.report(history[-1]["eval_acc"], epoch)
             if trial.should_prune():

@@ -7,20 +7,19 @@ import optuna
 import pytest
 from matplotlib.figure import Figure
 
+from mnist_search.levers import param_label
 from mnist_search.models import PRESETS, analyse
 from mnist_search.search.report import (
     MIN_TRIALS_FOR_IMPORTANCE,
-    PARAM_LABELS,
     accuracy_vs_params,
     epoch_curves,
     leaderboard,
     param_importances,
-    param_label,
     pareto_front,
     write_report,
     zoom,
 )
-from mnist_search.search.space import Infeasible, sample_choices, sample_config
+from tests.helpers import stored_epochs
 
 
 def recorded_study(trials: int, level: float = 90.0, epochs: int = 2, pareto: bool = False) -> optuna.Study:
@@ -40,7 +39,7 @@ def recorded_study(trials: int, level: float = 90.0, epochs: int = 2, pareto: bo
             trial.suggest_float("adam_lr", 5e-4, 2e-2, log=True)
         rotation = trial.suggest_float("rotation", 0.0, 15.0)
         final = level + rotation / 10 + sum(widths) / 10 + rng.uniform(-0.2, 0.2)
-        history = [{"epoch": e, "eval_acc": final - 4 / e, "seconds": 1.0} for e in range(1, epochs + 1)]
+        history = stored_epochs(*(final - 4 / e for e in range(1, epochs + 1)))
         params = 1000 + round(500 * sum(widths))
         trial.set_user_attr("history", history)
         trial.set_user_attr("params", params)
@@ -137,27 +136,6 @@ def test_importances_wait_for_enough_completed_trials():
     note = param_importances(recorded_study(MIN_TRIALS_FOR_IMPORTANCE - 1))
     assert note == (f"{MIN_TRIALS_FOR_IMPORTANCE - 1} completed trials; parameter importances need at least "
                     f"{MIN_TRIALS_FOR_IMPORTANCE} to tell a parameter's effect from noise.")
-
-
-def test_every_parameter_of_the_search_space_has_a_readable_name():
-    def objective(trial):
-        try:
-            sample_choices(trial, max_params=8000)
-        except Infeasible:
-            pass  # its structural parameters were sampled all the same
-        sample_config(trial, epochs=15, seed=0)
-        return 0.0
-
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study.optimize(objective, n_trials=60)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    names = {name for trial in study.trials for name in trial.params}
-    assert {"block2_width3", "sgd_lr", "adam_lr", "step_size"} <= names  # conditional ones were reached
-    assert [name for name in sorted(names) if name not in PARAM_LABELS and param_label(name) == name] == []
 
 
 def test_accuracy_against_parameters_keeps_a_small_budget_s_trials_in_view():

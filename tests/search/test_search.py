@@ -17,8 +17,7 @@ from mnist_search.search.confirm import confirm
 from mnist_search.search.exporting import export, measured_on
 from mnist_search.search.objective import Objective
 from mnist_search.search.report import write_report
-from mnist_search.search.settings import SearchSettings
-from mnist_search.search.study import open_study
+from mnist_search.search.settings import ConfirmSettings, SearchSettings
 from mnist_search.storage import open_storage
 from mnist_search.trainer import load_mnist
 from tests.helpers import TINY_SEARCH, search, states
@@ -107,14 +106,15 @@ def test_pruning_stops_a_hopeless_trial(tiny_mnist, tmp_path):
     data = load_mnist(tiny_mnist, val_size=100, download=False)
     storage = open_storage(f"sqlite:///{tmp_path / 'prune.db'}")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    study = open_study(storage, "prune", optuna.samplers.RandomSampler(seed=0), pruner)
+    study = optuna.create_study(storage=storage, study_name="prune", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0), pruner=pruner)
     good = {"optimizer": "sgd", "sgd_lr": 0.1, "momentum": 0.9, "scheduler": "cosine", "batch_size": 64,
             "rotation": 0.0, "translate": 0.0, "label_smoothing": 0.0, "dropout": 0.0, "ema": False}
     hopeless = {**good, "sgd_lr": 0.005, "momentum": 0.8, "batch_size": 256, "scheduler": "step",
                 "step_size": 3, "gamma": 0.1}
     for params in (good, good, hopeless):
         study.enqueue_trial(params, skip_if_exists=False)
-    objective = Objective(data=data, max_params=8000, epochs=4, device="cpu", artifact_dir=tmp_path / "a", last_k=1)
+    objective = Objective(SearchSettings(max_params=8000, epochs=4, last_k=1), data, "cpu", tmp_path / "a")
     study.optimize(objective, n_trials=3)
     trial_states = [t.state for t in study.trials]
     assert trial_states[:2] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -147,19 +147,18 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot create the artifact directory"):
-        confirm(study, last_k=1, data_dir=tiny_mnist, artifact_dir=blocker / "weights")
+        confirm(study, ConfirmSettings(last_k=1), data_dir=tiny_mnist, artifact_dir=blocker / "weights")
     with pytest.raises(UserError, match="trial #7 is not a completed trial"):
-        confirm(study, trials=[7], last_k=1, data_dir=tiny_mnist, artifact_dir=artifacts)
+        confirm(study, ConfirmSettings(trials=[7], last_k=1), data_dir=tiny_mnist, artifact_dir=artifacts)
     for bad, message in [({"last_k": 0}, "last_k must be"), ({"last_k": 3}, "more than trial"),
                          ({"last_k": 1, "first_seed": -1}, "first_seed must be"),
                          ({"last_k": 1, "workers": 0}, "workers must be")]:
         with pytest.raises(ConfigError, match=message):  # before any training
-            confirm(study, data_dir=tiny_mnist, artifact_dir=artifacts, **bad)
+            confirm(study, ConfirmSettings(**bad), data_dir=tiny_mnist, artifact_dir=artifacts)
     best = study.best_trial
     from mnist_search.search.confirm import print_epoch
 
-    confirm(study, trials=[best.number], seeds=2, last_k=1, target=50, data_dir=tiny_mnist, device="cpu",
-            artifact_dir=artifacts, on_epoch=print_epoch)
+    confirm(study, ConfirmSettings(trials=[best.number], seeds=2, last_k=1, target=50, device="cpu"), data_dir=tiny_mnist, artifact_dir=artifacts, on_epoch=print_epoch)
     assert "seed 1 epoch  2" in capsys.readouterr().out
     study = optuna.load_study(study_name="mnist-search", storage=url)
     assert [k for k in study.user_attrs if k.startswith("confirm:")] == [f"confirm:{best.number}"]
@@ -183,12 +182,11 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert (f"| #{best.number} | {best.user_attrs['params']:,} | 2 | "
             f"{confirmation['final_mean']:.2f} ± {confirmation['final_std']:.2f} |") in index
     # Fresh seeds re-check a confirmed trial; the new confirmation replaces the stored one.
-    confirm(study, trials=[best.number], seeds=1, first_seed=5, last_k=1, data_dir=tiny_mnist,
-            artifact_dir=tmp_path / "fresh")
+    confirm(study, ConfirmSettings(trials=[best.number], seeds=1, first_seed=5, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "fresh")
     rechecked = optuna.load_study(study_name="mnist-search", storage=url).user_attrs[f"confirm:{best.number}"]
     assert [r["seed"] for r in rechecked["runs"]] == [5]
     # Without trial numbers: the top trials by validation score, best first.
-    top = confirm(study, top=2, seeds=1, last_k=1, data_dir=tiny_mnist, artifact_dir=artifacts)
+    top = confirm(study, ConfirmSettings(top=2, seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=artifacts)
     ranked = [t.number for t in sorted((t for t in study.trials if t.state.name == "COMPLETE"),
                                        key=lambda t: t.value, reverse=True)]
     assert [record.number for record, _ in top] == ranked[:2]
@@ -215,10 +213,10 @@ def test_confirm_workers_train_seeds_in_parallel_processes_exactly_as_one_after_
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        common = {"trials": [0], "seeds": 2, "last_k": 1, "compile": "off", "data_dir": tiny_mnist,
-                  "artifact_dir": tmp_path / "artifacts"}
-        (_, sequential), = confirm(study, fuse=False, **common)
-        (_, parallel), = confirm(study, workers=2, **common)
+        common = ConfirmSettings(trials=[0], seeds=2, last_k=1, compile="off")
+        where = {"data_dir": tiny_mnist, "artifact_dir": tmp_path / "artifacts"}
+        (_, sequential), = confirm(study, common.replace(fuse=False), **where)
+        (_, parallel), = confirm(study, common.replace(workers=2), **where)
     finally:
         torch.set_num_threads(before)
     assert [r.seed for r in parallel.runs] == [0, 1] and [r.cpu_threads for r in parallel.runs] == [1, 1]
@@ -291,8 +289,7 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
     trial = study.trials[0]
     assert trial.state.name == "COMPLETE" and trial.user_attrs["config"]["ema_epochs"] == 1.0
     assert all("raw_eval_acc" in m for m in trial.user_attrs["history"])
-    (_, result), = confirm(study, trials=[0], seeds=1, last_k=1, data_dir=tiny_mnist,
-                           artifact_dir=tmp_path / "artifacts")
+    (_, result), = confirm(study, ConfirmSettings(trials=[0], seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
     assert result.raw is not None
     run = study.user_attrs["confirm:0"]["runs"][0]
     assert len(run["raw_test_acc"]) == len(run["test_acc"]) == 2
@@ -306,14 +303,14 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
 
 def test_a_trial_trained_with_several_seeds_scores_their_mean(tiny_mnist, tmp_path):
     data = load_mnist(tiny_mnist, val_size=100, download=False)
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'seeds.db'}"), "seeds",
-                       optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'seeds.db'}"), study_name="seeds", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     study.enqueue_trial(GOOD_RECIPE)
-    common = {"data": data, "max_params": 8000, "epochs": 2, "device": "cpu", "artifact_dir": tmp_path / "a",
-              "last_k": 2}
-    study.optimize(Objective(**common, seed=7, seeds=2), n_trials=1)
+    common = SearchSettings(max_params=8000, epochs=2, last_k=2, fuse_seeds=False)
+    study.optimize(Objective(common.replace(seed=7, seeds_per_trial=2), data, "cpu", tmp_path / "a"), n_trials=1)
     study.enqueue_trial(study.trials[0].params)  # the same network and recipe ...
-    study.optimize(Objective(**common, seed=8), n_trials=1)  # ... trained with the 2-seed trial's second seed alone
+    # ... trained with the 2-seed trial's second seed alone
+    study.optimize(Objective(common.replace(seed=8), data, "cpu", tmp_path / "a"), n_trials=1)
     both, alone = study.trials
     attrs = both.user_attrs
     assert attrs["seeds"] == 2 and attrs["config"]["seed"] == 7 and len(attrs["seed_histories"]) == 1
@@ -344,11 +341,11 @@ def test_a_trial_can_be_pruned_on_its_second_seed_and_says_where(tiny_mnist, tmp
     from mnist_search.search.progress import outcome
 
     data = load_mnist(tiny_mnist, val_size=100, download=False)
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'prune2.db'}"), "prune2",
-                       optuna.samplers.RandomSampler(seed=0), PruneAtStep(4))
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'prune2.db'}"), study_name="prune2", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0), pruner=PruneAtStep(4))
     study.enqueue_trial(GOOD_RECIPE)
-    study.optimize(Objective(data=data, max_params=8000, epochs=3, device="cpu", artifact_dir=tmp_path / "a",
-                             last_k=1, seeds=2), n_trials=1)
+    settings = SearchSettings(max_params=8000, epochs=3, last_k=1, seeds_per_trial=2, fuse_seeds=False)
+    study.optimize(Objective(settings, data, "cpu", tmp_path / "a"), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.last_step == 4
     assert len(trial.user_attrs["history"]) == 3 and len(trial.user_attrs["seed_histories"][0]) == 1
@@ -378,10 +375,10 @@ def test_export_says_where_the_shipped_seed_was_scored():
 
 def test_confirm_trains_a_networks_seeds_fused_as_it_would_one_after_another(tiny_mnist, tmp_path):
     study, _ = search(f"sqlite:///{tmp_path / 'fused.db'}", tiny_mnist, trials=1)
-    common = {"trials": [0], "seeds": 2, "last_k": 1, "compile": "off", "data_dir": tiny_mnist,
-              "artifact_dir": tmp_path / "artifacts"}
-    (_, fused), = confirm(study, fuse=True, **common)
-    (_, alone), = confirm(study, fuse=False, **common)
+    common = ConfirmSettings(trials=[0], seeds=2, last_k=1, compile="off")
+    where = {"data_dir": tiny_mnist, "artifact_dir": tmp_path / "artifacts"}
+    (_, fused), = confirm(study, common.replace(fuse=True), **where)
+    (_, alone), = confirm(study, common.replace(fuse=False), **where)
     assert [r.seed for r in fused.runs] == [0, 1]
     for ours, theirs in zip(fused.runs, alone.runs, strict=True):  # up to float error: at most one test image
         assert all(abs(a - b) <= 1.0 for a, b in zip(ours.test_acc, theirs.test_acc, strict=True))
@@ -393,12 +390,12 @@ def test_a_trial_with_fused_seeds_is_pruned_on_their_mean_per_epoch(tiny_mnist, 
     from mnist_search.search.progress import outcome
 
     data = load_mnist(tiny_mnist, val_size=100, download=False)
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'fused.db'}"), "fused",
-                       optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'fused.db'}"), study_name="fused", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     study.enqueue_trial(GOOD_RECIPE)
-    common = {"data": data, "max_params": 8000, "epochs": 2, "device": "cpu", "artifact_dir": tmp_path / "a",
-              "last_k": 2, "seed": 7, "seeds": 2, "fuse_seeds": True}
-    study.optimize(Objective(**common), n_trials=1)
+    objective = Objective(SearchSettings(max_params=8000, epochs=2, last_k=2, seed=7, seeds_per_trial=2,
+                                         fuse_seeds=True), data, "cpu", tmp_path / "a")
+    study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     attrs = trial.user_attrs
     assert attrs["seed_layout"] == "fused" and len(attrs["seed_histories"]) == 1 and len(attrs["seed_scores"]) == 2
@@ -408,7 +405,7 @@ def test_a_trial_with_fused_seeds_is_pruned_on_their_mean_per_epoch(tiny_mnist, 
         assert trial.intermediate_values[epoch] == pytest.approx(sum(seed_accuracies) / 2)
     study.pruner = PruneAtStep(1)
     study.enqueue_trial(GOOD_RECIPE)
-    study.optimize(Objective(**common), n_trials=1)
+    study.optimize(objective, n_trials=1)
     assert outcome(study.trials[1]).startswith("pruned at epoch 1 (mean of 2 seeds)")
 
 
@@ -481,8 +478,7 @@ def test_a_search_with_a_teacher_samples_distillation_and_confirm_retrains_with_
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and all(0.1 <= t.params["distill_weight"] <= 0.9 for t in done)
     assert all(t.user_attrs["config"]["distill_weight"] == t.params["distill_weight"] for t in done)
-    (record, confirmation), = confirm(study, top=1, seeds=1, last_k=1, data_dir=tiny_mnist,
-                                      artifact_dir=tmp_path / "artifacts")
+    (record, confirmation), = confirm(study, ConfirmSettings(top=1, seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
     assert confirmation.runs[0].status == "completed" and len(confirmation.runs[0].test_acc) == 1
     with pytest.raises(ConfigError, match="both teacher"):
         SearchSettings(teacher=str(spec_file))
@@ -490,7 +486,7 @@ def test_a_search_with_a_teacher_samples_distillation_and_confirm_retrains_with_
     settings = dict(study.user_attrs[records.SETTINGS], teacher=None, teacher_weights=None)
     study.set_user_attr(records.SETTINGS, settings)
     with pytest.raises(ConfigError, match="learnt from a teacher"):
-        confirm(study, top=1, seeds=1, last_k=1, data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
+        confirm(study, ConfirmSettings(top=1, seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
 
 
 def test_a_trial_still_at_chance_after_five_epochs_is_pruned_whatever_the_pruner_says(tmp_path):
@@ -508,10 +504,11 @@ def test_a_trial_still_at_chance_after_five_epochs_is_pruned_whatever_the_pruner
         def set_user_attr(self, key, value):
             self.attrs[key] = value
 
-    objective = Objective(data=None, max_params=1000, epochs=15, device="cpu", artifact_dir=tmp_path)
+    objective = Objective(SearchSettings(max_params=1000, epochs=15), None, "cpu", tmp_path)
     trial = Trial()
-    objective._report(trial, 11.24, CHANCE_EPOCHS - 1, 0.0, "epoch 2", CHANCE_EPOCHS - 1)  # early: left alone
-    objective._report(trial, 35.0, CHANCE_EPOCHS, 0.0, "epoch 3", CHANCE_EPOCHS)  # learning: left alone
+    writer = records.TrialWriter(trial)
+    objective._report(trial, writer, 11.24, CHANCE_EPOCHS - 1, 0.0, "epoch 2", CHANCE_EPOCHS - 1)  # early: left alone
+    objective._report(trial, writer, 35.0, CHANCE_EPOCHS, 0.0, "epoch 3", CHANCE_EPOCHS)  # learning: left alone
     with pytest.raises(optuna.TrialPruned, match="still at chance"):
-        objective._report(trial, 11.24, CHANCE_EPOCHS, 0.0, "epoch 3", CHANCE_EPOCHS)
+        objective._report(trial, writer, 11.24, CHANCE_EPOCHS, 0.0, "epoch 3", CHANCE_EPOCHS)
     assert trial.reported == (11.24, CHANCE_EPOCHS)  # the pruner still saw the epoch

@@ -10,10 +10,10 @@ import optuna
 import pytest
 
 from mnist_search.search import records
-from tests.helpers import assert_user_error, cli_in_process
+from tests.helpers import assert_user_error, cli_in_process, stored_epochs
 from tests.search.test_export_safety import make_study
 
-HISTORY = {records.HISTORY: [{"epoch": 1, "eval_acc": 98.0}, {"epoch": 2, "eval_acc": 98.5}]}
+HISTORY = {records.HISTORY: stored_epochs(98.0, 98.5)}
 TRIAL_ATTR = ("UPDATE trial_user_attributes SET value_json = {} WHERE key = 'history'", "trial #0: its user "
               "attribute 'history'")
 STUDY_ATTR = ("UPDATE study_user_attributes SET value_json = {} WHERE key = 'planted'", "its user attribute 'planted'")

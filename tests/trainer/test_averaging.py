@@ -8,6 +8,7 @@ from mnist_search.models import GAP, ArchSpec, Conv, MaxPool
 from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, to_device
 from mnist_search.trainer.averaging import WeightAverage, decay_for, warmed_decay
 from mnist_search.trainer.loop import evaluate
+from mnist_search.trainer.runtime import Runtime
 
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
 DROPOUT = ArchSpec((Conv(6, dropout=0.1), MaxPool(2), Conv(8, dropout=0.1), MaxPool(2), Conv(10, k=1, post=()), GAP()))
@@ -19,7 +20,7 @@ def data(tiny_mnist):
 
 
 def without_time(history):
-    return [{k: v for k, v in m.items() if k != "seconds"} for m in history]
+    return [{k: v for k, v in m.to_dict().items() if k != "seconds"} for m in history]
 
 
 def test_the_decay_spans_the_horizon_in_steps():
@@ -55,27 +56,27 @@ def test_an_update_moves_floats_by_one_minus_decay_and_copies_counters():
 def test_the_averaged_weights_are_evaluated_and_kept(data):
     config = TrainConfig(epochs=3, batch_size=32, lr=0.05, rotation=5, ema_epochs=1.0, seed=2)
     model = build_seeded(SMALL, 2)
-    history = fit(model, config, data.train, data.val, device="cpu").history
-    assert all("raw_eval_acc" in m for m in history)
+    history = fit(model, config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    assert all(m.raw_eval_acc is not None for m in history)
     images, labels = to_device(data.val, torch.device("cpu"))
     # The model handed back holds what the last epoch evaluated (what gets saved and exported).
-    assert evaluate(model, images, labels) == (history[-1]["eval_loss"], history[-1]["eval_acc"])
+    assert evaluate(model, images, labels) == (history[-1].eval_loss, history[-1].eval_acc)
 
 
 def test_averaging_changes_what_is_evaluated_not_how_the_network_trains(data):
     plain = TrainConfig(epochs=3, batch_size=32, lr=0.05, rotation=5, seed=2)  # augmentation and dropout draw
-    without = fit(build_seeded(DROPOUT, 2), plain, data.train, data.val, device="cpu").history
-    averaged = fit(build_seeded(DROPOUT, 2), plain.replace(ema_epochs=1.0), data.train, data.val, device="cpu").history
-    assert [m["raw_eval_acc"] for m in averaged] == [m["eval_acc"] for m in without]
-    assert [m["train_loss"] for m in averaged] == [m["train_loss"] for m in without]
-    assert [m["eval_loss"] for m in averaged] != [m["eval_loss"] for m in without]  # a different network scored
-    assert "raw_eval_acc" not in without[0]
+    without = fit(build_seeded(DROPOUT, 2), plain, data.train, data.val, runtime=Runtime(device="cpu")).history
+    averaged = fit(build_seeded(DROPOUT, 2), plain.replace(ema_epochs=1.0), data.train, data.val, runtime=Runtime(device="cpu")).history
+    assert [m.raw_eval_acc for m in averaged] == [m.eval_acc for m in without]
+    assert [m.train_loss for m in averaged] == [m.train_loss for m in without]
+    assert [m.eval_loss for m in averaged] != [m.eval_loss for m in without]  # a different network scored
+    assert without[0].raw_eval_acc is None
 
 
 def test_averaged_seeded_runs_repeat(data):
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, translate=0.05, ema_epochs=0.5, seed=1)
-    first = fit(build_seeded(SMALL, 1), config, data.train, data.val, device="cpu").history
-    second = fit(build_seeded(SMALL, 1), config, data.train, data.val, device="cpu").history
+    first = fit(build_seeded(SMALL, 1), config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    second = fit(build_seeded(SMALL, 1), config, data.train, data.val, runtime=Runtime(device="cpu")).history
     assert without_time(first) == without_time(second)
 
 
@@ -89,5 +90,5 @@ def test_early_averages_are_not_dragged_down_by_the_initial_weights(data):
     """With a fixed decay this 3-epoch horizon scored 19-45 points under the raw weights (the
     random start still weighed in); warmed up, the average stays near them from epoch 1."""
     config = TrainConfig(epochs=3, batch_size=30, lr=0.05, ema_epochs=3.0, seed=2)
-    history = fit(build_seeded(SMALL, 2), config, data.train, data.val, device="cpu").history
-    assert all(m["eval_acc"] >= m["raw_eval_acc"] - 12 for m in history), history
+    history = fit(build_seeded(SMALL, 2), config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    assert all(m.eval_acc >= m.raw_eval_acc - 12 for m in history), history

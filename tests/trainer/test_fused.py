@@ -11,6 +11,7 @@ from mnist_search.models.weights import load_weights, save_weights
 from mnist_search.trainer import TrainConfig, build_seeded, fit, fit_seeds, fusion, load_mnist, to_device
 from mnist_search.trainer import fused as fused_module
 from mnist_search.trainer.fusion import FusedNet, _fused_conv, fuse, unfuse
+from mnist_search.trainer.runtime import Runtime
 
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
 DROPOUT = ArchSpec((Conv(6, dropout=0.2), MaxPool(2), Conv(8, post=("bn", "relu"), dropout=0.1), MaxPool(2),
@@ -39,8 +40,9 @@ def assert_same_run(solo, fused_result, solo_model=None, fused_model=None):
     """
     assert fused_result.status == solo.status and len(fused_result.history) == len(solo.history)
     for alone, together in zip(solo.history, fused_result.history, strict=True):
-        assert set(together) == set(alone)
-        for key, value in alone.items():
+        together = together.to_dict()
+        assert set(together) == set(alone.to_dict())
+        for key, value in alone.to_dict().items():
             if key == "seconds":
                 continue
             # An accuracy may flip one of the 100 images.
@@ -67,21 +69,19 @@ def test_each_seed_trains_as_its_own_fit_would(data, spec, changes, channels_las
     """In the same memory layout (fused CPU training defaults to channels_last; fit, eager,
     to contiguous): a different layout rounds differently from the first step on."""
     config = TrainConfig(epochs=2, batch_size=32, **changes)
-    together = fit_seeds(spec, config, SEEDS, data.train, data.val, device="cpu", channels_last=channels_last)
+    together = fit_seeds(spec, config, SEEDS, data.train, data.val, runtime=Runtime(device="cpu", channels_last=channels_last))
     assert [run.seed for run in together] == list(SEEDS)
     for run in together:
         alone_model = build_seeded(spec, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cpu",
-                    channels_last=channels_last)
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cpu", channels_last=channels_last))
         assert_same_run(alone, run.result, alone_model, run.model)
-    assert together[0].result.history[-1]["train_loss"] != together[1].result.history[-1]["train_loss"]
+    assert together[0].result.history[-1].train_loss != together[1].result.history[-1].train_loss
 
 
 def test_the_callback_gets_every_seeds_metrics_once_per_epoch(data):
     calls = []
     config = TrainConfig(epochs=2, batch_size=50, lr=0.05)
-    runs = fit_seeds(SMALL, config, (0, 1, 2), data.train, data.val, device="cpu",
-                     on_epoch=lambda epoch, metrics: calls.append((epoch, metrics)))
+    runs = fit_seeds(SMALL, config, (0, 1, 2), data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda epoch, metrics: calls.append((epoch, metrics)))
     assert [epoch for epoch, _ in calls] == [1, 2]
     for epoch, metrics in calls:
         assert metrics == [run.result.history[epoch - 1] for run in runs]
@@ -95,8 +95,7 @@ def test_a_raising_callback_stops_every_seed(data):
         raise Stop
 
     with pytest.raises(Stop):
-        fit_seeds(SMALL, TrainConfig(epochs=3, batch_size=50), SEEDS, data.train, data.val, device="cpu",
-                  on_epoch=stop)
+        fit_seeds(SMALL, TrainConfig(epochs=3, batch_size=50), SEEDS, data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=stop)
 
 
 def test_a_diverging_seed_is_reported_and_the_others_train_on(data, monkeypatch):
@@ -111,15 +110,13 @@ def test_a_diverging_seed_is_reported_and_the_others_train_on(data, monkeypatch)
     monkeypatch.setattr(fused_module, "build_seeded", build_with_a_broken_seed)
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=5)
     calls = []
-    first, broken, last = fit_seeds(DROPOUT, config, (4, 13, 5), data.train, data.val, device="cpu",
-                                    on_epoch=lambda epoch, metrics: calls.append(metrics))
+    first, broken, last = fit_seeds(DROPOUT, config, (4, 13, 5), data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda epoch, metrics: calls.append(metrics))
     assert broken.result.status == "diverged" and broken.result.history == []
     assert "diverged in epoch 1" in broken.result.message
     assert [metrics[1] for metrics in calls] == [None, None]
     for run in (first, last):
         alone_model = build_seeded(DROPOUT, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cpu",
-                    channels_last=True)
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cpu", channels_last=True))
         assert_same_run(alone, run.result, alone_model, run.model)
 
 
@@ -127,7 +124,7 @@ def test_when_every_seed_diverges_training_stops(data):
     config = TrainConfig(epochs=5, batch_size=16, lr=1e6, momentum=0.0)
     spec = ArchSpec((Conv(6, post=("relu",)), MaxPool(2), Conv(10, k=1, post=()), GAP()))
     calls = []
-    runs = fit_seeds(spec, config, SEEDS, data.train, data.val, device="cpu", on_epoch=lambda e, m: calls.append(e))
+    runs = fit_seeds(spec, config, SEEDS, data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda e, m: calls.append(e))
     assert [run.result.status for run in runs] == ["diverged", "diverged"]
     assert calls == []
 
@@ -149,8 +146,7 @@ def test_fusing_and_splitting_round_trips_and_each_copy_computes_its_own_network
 
 
 def test_each_seeds_weights_save_and_load_as_an_ordinary_network(data, tmp_path):
-    runs = fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32, lr=0.05), SEEDS, data.train, data.val,
-                     device="cpu")
+    runs = fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32, lr=0.05), SEEDS, data.train, data.val, runtime=Runtime(device="cpu"))
     images, _ = to_device(data.test, torch.device("cpu"))
     for run in runs:
         save_weights(run.model, tmp_path / f"{run.seed}.safetensors")
@@ -162,10 +158,9 @@ def test_each_seeds_weights_save_and_load_as_an_ordinary_network(data, tmp_path)
 def test_compiled_seeds_train_as_their_own_compiled_fit_would(data):
     """Compiled, dropout's noise is drawn outside the graph: per seed from its own generator."""
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, rotation=5)
-    together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, device="cpu", compile_model=True)
+    together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, runtime=Runtime(device="cpu", compile=True))
     seed = SEEDS[1]  # the second copy: its noise sits in the second half of each layer's channels
-    alone = fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val, device="cpu",
-                compile_model=True)
+    alone = fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime(device="cpu", compile=True))
     assert_same_run(alone, together[1].result)
 
 
@@ -183,10 +178,9 @@ def test_what_cannot_be_fused_is_refused_with_a_clear_error(data, monkeypatch):
     with pytest.raises(SpecError, match="does not support the 'mystery' layer"):
         FusedNet(ArchSpec((Conv(8), Mystery(), Conv(10, k=1, post=()), GAP())), 2)
     with pytest.raises(ConfigError, match="at least one seed"):
-        fit_seeds(SMALL, TrainConfig(epochs=1), (), data.train, data.val, device="cpu")
+        fit_seeds(SMALL, TrainConfig(epochs=1), (), data.train, data.val, runtime=Runtime(device="cpu"))
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
-        fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32), SEEDS, data.train, data.val, device="cpu",
-                  cuda_graph=True)
+        fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32), SEEDS, data.train, data.val, runtime=Runtime(device="cpu", cuda_graph=True))
     monkeypatch.setattr(fusion, "FUSABLE_POST_OPS", frozenset({"relu"}))  # as if "bn" were a new post op
     with pytest.raises(SpecError, match=r"does not support the post op\(s\) \['bn'\]"):
         _fused_conv(Conv(8, post=("relu", "bn")), 1, 2)
@@ -195,9 +189,8 @@ def test_what_cannot_be_fused_is_refused_with_a_clear_error(data, monkeypatch):
 @needs_cuda
 def test_graphed_seeds_train_as_their_own_graphed_fit_would(data):
     config = TrainConfig(epochs=2, batch_size=30, lr=0.05, rotation=5, ema_epochs=1)
-    together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, device="cuda", cuda_graph=True)
+    together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=True))
     for run in together:
         alone_model = build_seeded(DROPOUT, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, device="cuda",
-                    cuda_graph=True)
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=True))
         assert_same_run(alone, run.result, alone_model.cpu(), run.model)
