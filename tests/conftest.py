@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny MNIST-format files written by the tests themselves."""
+"""Shared fixtures: tiny MNIST-format files written by the tests themselves, and the stores tests
+run on (a PostgreSQL test server when it answers, see services.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests import services
 
 REAL_DATA_ENV = "MNIST_SEARCH_REAL_DATA"
 
@@ -58,3 +61,44 @@ def real_mnist() -> Path:
     if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip(f"real MNIST not available: set {REAL_DATA_ENV} to a directory holding MNIST/raw")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def postgres_probe() -> str | None:
+    """Why the PostgreSQL test server does not answer, or None; asked once per test process."""
+    return services.postgres_error()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_probe) -> str:
+    """The admin URL of the PostgreSQL test server; a test that needs it skips, saying why, when it
+    does not answer (services.py)."""
+    if postgres_probe is not None:
+        services.absent(services.unreachable(postgres_probe))
+    return services.PG_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    """A database of this test process's own for the whole run (tests in it use their own study
+    names), dropped afterwards."""
+    with services.fresh_database("mnist_search_test") as (url, _):
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """(URL, name) of an empty database on the test server for one test, dropped afterwards."""
+    with services.fresh_database("mnist_search_storage") as database:
+        yield database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path) -> str:
+    """An empty store of each kind, for behaviours every backend must share: a SQLite file (not
+    yet created) in a directory of its own, or a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_db")[0]
+    directory = tmp_path / "store"
+    directory.mkdir()
+    return f"sqlite:///{directory / 'study.db'}"

@@ -27,10 +27,12 @@ PAYLOAD = f'x"""+str(__import__("os").system("touch {PWNED}"))+"""'
 SPEC = get_preset("seed002").spec
 
 
-def make_study(tmp_path: Path, name: str = "mnist-search", **overrides) -> tuple[optuna.Study, Path]:
-    """A SQLite study holding one completed trial of seed002 with stored weights; ``overrides``
-    replace trial user attributes (values as an attacker would store them)."""
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+def make_study(tmp_path: Path, name: str = "mnist-search", storage: str | None = None,
+               **overrides) -> tuple[optuna.Study, Path]:
+    """A study holding one completed trial of seed002 with stored weights, in ``storage`` (by
+    default the SQLite file study.db in ``tmp_path``); ``overrides`` replace trial user attributes
+    (values as an attacker would store them)."""
+    storage = storage or f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
     artifacts = tmp_path / "artifacts"
     artifact_id, digest = store_weights(build_seeded(SPEC, 0), artifacts, study, "trial-0")

@@ -2,28 +2,16 @@
 (real SQLite files, a fresh database on the real PostgreSQL server)."""
 
 import shutil
-import uuid
 
-import psycopg
 import pytest
 
+from tests import stores
 from tests.helpers import assert_user_error, cli_in_process
-from tests.storage.conftest import PG_ADMIN_URL, pg_admin
 
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "1")
 
 
-@pytest.fixture
-def empty_database():
-    """A fresh database of its own (the shared test database holds other tests' studies)."""
-    name = f"mnist_search_refused_{uuid.uuid4().hex[:10]}"
-    pg_admin(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_a_run_refused_for_bad_input_leaves_no_store_and_no_artifact_directory(tiny_mnist, tmp_path, empty_database):
-    postgres_url = empty_database
+def test_a_run_refused_for_bad_input_leaves_no_store_and_no_artifact_directory(tiny_mnist, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     (work / "a-file").write_text("")
@@ -38,10 +26,24 @@ def test_a_run_refused_for_bad_input_leaves_no_store_and_no_artifact_directory(t
         ((sqlite, "--data-dir", str(truncated)), "truncated or corrupted"),
         ((sqlite, "--data-dir", str(tiny_mnist), "--warm-start", "nope"), "no study named 'nope' to warm-start"),
         ((sqlite, "--data-dir", str(tiny_mnist), "--artifacts", str(work / "a-file" / "x")), "cannot write trial weights"),
-        ((postgres_url, "--data-dir", str(tiny_mnist), "--warm-start", "nope"), "no study named 'nope' to warm-start"),
     ]
     for (url, *flags), needle in cases:
         assert_user_error(cli_in_process("run", "--storage", url, "--trials", "1", *TINY, *flags), needle)
         assert sorted(p.name for p in work.iterdir()) == ["a-file"], needle
-    with psycopg.connect(postgres_url) as db:
-        assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (("--warm-start", "nope"), "no study named 'nope' to warm-start"),
+    (("--data-dir", "nowhere"), "MNIST files not found"),
+], ids=["warm-start", "data-dir"])
+def test_a_refused_run_adds_no_table_to_any_store(tiny_mnist, tmp_path, storage_url, flags, needle):
+    """A fresh database as much as a new file: nothing is created before the input is checked."""
+    artifacts = tmp_path / "artifacts"
+    flags = tuple(str(tmp_path / f) if f == "nowhere" else f for f in flags)
+    data = () if "--data-dir" in flags else ("--data-dir", str(tiny_mnist))
+    assert_user_error(cli_in_process("run", "--storage", storage_url, "--trials", "1", "--artifacts", str(artifacts),
+                                     *TINY, *data, *flags), needle)
+    assert stores.tables(storage_url) == []
+    assert not artifacts.exists()
+    if stores.is_sqlite(storage_url):  # no file, no lock beside it
+        assert list(stores.sqlite_path(storage_url).parent.iterdir()) == []

@@ -1,5 +1,5 @@
-"""Real stores for the storage tests: a fresh PostgreSQL database per test, and a child process
-that file permissions bind (tests run as root in CI, and root may write to a chmod 444 file)."""
+"""For the storage tests: a child process that file permissions bind (tests run as root in CI,
+and root may write to a chmod 444 file). The stores themselves come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,29 +7,12 @@ import os
 import shutil
 import stat
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 
-PG_ADMIN_URL = os.environ.get("MNIST_SEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 NOBODY = 65534
-
-
-def pg_admin(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql)
-
-
-@pytest.fixture
-def postgres_db():
-    """(URL, name) of an empty database on the real server, dropped afterwards."""
-    name = f"mnist_search_storage_{uuid.uuid4().hex[:10]}"
-    pg_admin(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", name
-    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

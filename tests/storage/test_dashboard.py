@@ -1,4 +1,5 @@
-"""The dashboard is read-only unless asked: a real server over HTTP on a real SQLite store."""
+"""The dashboard is read-only unless asked: a real server over HTTP on a real SQLite store, and
+on a real PostgreSQL database where it writes (or refuses to) through the store."""
 
 from __future__ import annotations
 
@@ -30,12 +31,18 @@ def request(url: str, method: str = "GET", body: dict | None = None) -> tuple[in
         return exc.code, exc.read()
 
 
+def with_kept_study(url: str) -> str:
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="kept")
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"params": 100}))
+    storage.engine.dispose()
+    return url
+
+
 @pytest.fixture
 def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'dash.db'}"
-    study = optuna.create_study(storage=url, study_name="kept")
-    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"params": 100}))
-    return url
+    """A SQLite store, for what the server does whatever its store (pages, connections, warnings)."""
+    return with_kept_study(f"sqlite:///{tmp_path / 'dash.db'}")
 
 
 def serve(url: str, allow_writes: bool):
@@ -46,8 +53,9 @@ def serve(url: str, allow_writes: bool):
 
 
 @pytest.mark.parametrize("allow_writes", [False, True])
-def test_writes_reach_the_store_only_when_allowed(store, allow_writes):
-    server, base = serve(store, allow_writes)
+def test_writes_reach_the_store_only_when_allowed(storage_url, allow_writes):
+    server, base = serve(with_kept_study(storage_url), allow_writes)
+    store = open_storage(storage_url)
     try:
         status, body = request(f"{base}/api/studies")
         assert status == 200
@@ -67,6 +75,7 @@ def test_writes_reach_the_store_only_when_allowed(store, allow_writes):
     finally:
         server.shutdown()
         server.server_close()
+        store.engine.dispose()
 
 
 def test_the_read_only_wrapper_passes_safe_methods_and_refuses_the_rest():

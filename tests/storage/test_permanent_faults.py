@@ -1,5 +1,9 @@
 """A database fault that cannot heal is one line at once, not 90 s of retries and a traceback;
-one that heals (a lock) is still retried. Real SQLite files, the real PostgreSQL server."""
+one that heals (a lock) is still retried. Real SQLite files, the real PostgreSQL server.
+
+Most faults here are made the one way a backend allows (a file mode for SQLite, a database
+setting or a role for PostgreSQL; only PostgreSQL enforces column lengths) and each backend's
+message names its own fix, so most tests are a backend's own; a limit both share runs on both."""
 
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from mnist_search.errors import StorageError
 from mnist_search.storage import MAX_STUDY_NAME_LENGTH, check_study_name, open_storage
 from mnist_search.storage.faults import database_error, is_transient
 from mnist_search.storage.resilient import RETRY_WINDOW_S, ResilientRDBStorage
-from tests.storage.conftest import others_cannot_read, pg_admin, unprivileged
+from tests.services import pg_admin
+from tests.storage.conftest import others_cannot_read, unprivileged
 
 AT_ONCE_S = 2.0  # nothing was retried: ours waits up to 90 s, Optuna's own up to 5 x 2 s
 assert RETRY_WINDOW_S > 10 * AT_ONCE_S
@@ -144,9 +149,8 @@ def test_a_postgres_user_without_write_rights_is_one_line_at_once(postgres_db):
         pg_admin(f'DROP ROLE IF EXISTS "{role}"')
 
 
-def test_a_study_name_longer_than_the_store_allows_is_one_line(postgres_db):
-    url, _ = postgres_db
-    storage = open_storage(url)
+def test_a_study_name_longer_than_the_store_allows_is_one_line(storage_url):
+    storage = open_storage(storage_url)
     optuna.create_study(storage=storage, study_name="n" * MAX_STUDY_NAME_LENGTH)
     fails_at_once(lambda: optuna.create_study(storage=storage, study_name="n" * (MAX_STUDY_NAME_LENGTH + 1)),
                   f"the study name is {MAX_STUDY_NAME_LENGTH + 1} characters long; a study store allows at most "

@@ -1,7 +1,9 @@
-"""A private PostgreSQL server (initdb in a temporary directory, free port) restarted mid-run."""
+"""A private PostgreSQL server (initdb in a temporary directory, free port) restarted mid-run.
+PostgreSQL's alone: a SQLite file has no server to restart (its transient fault, a lock, is in
+test_transient_faults.py)."""
 
-import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -13,16 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tests.services import absent, pg_server_binary
 from tests.waiting import wait_until_trial_trains
 
 TINY = ("--val-size", "100", "--last-k", "1", "--seed", "2", "--workers", "1")
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
-    if not found[-1]:
-        pytest.fail(f"{name} not found: install the PostgreSQL server binaries")
-    return found[-1]
 
 
 def as_postgres(*cmd: str) -> list[str]:
@@ -38,23 +34,36 @@ def free_port() -> int:
 
 @pytest.fixture
 def private_postgres():
+    initdb, pg_ctl = pg_server_binary("initdb"), pg_server_binary("pg_ctl")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            absent("initdb refuses to run as root and there is no user postgres to run it as")
+        if shutil.which("runuser") is None:
+            absent("initdb refuses to run as root and runuser (util-linux) is not installed to run it as postgres")
     # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="mnist-search-pg-"))
     data = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-    subprocess.run(as_postgres(pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
-                   check=True, capture_output=True)
     port = free_port()
+
     def ctl(*a):
         return subprocess.run(
-            as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
+            as_postgres(pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"),
                         "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", *a),
-            check=True, capture_output=True)
-    ctl("start")
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres", ctl
-    subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+            check=True, capture_output=True, timeout=120)
+
+    try:
+        subprocess.run(as_postgres(initdb, "-D", str(data), "-A", "trust", "-U", "postgres"),
+                       check=True, capture_output=True, timeout=120)
+        ctl("start")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", ctl
+    finally:
+        subprocess.run(as_postgres(pg_ctl, "-D", str(data), "-m", "immediate", "stop"), capture_output=True,
+                       timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_postgres_restart_mid_run_is_survived(private_postgres, tiny_mnist, tmp_path):

@@ -34,6 +34,7 @@ def test_an_unencoded_password_is_masked_whole_and_refused_with_the_fix(password
         assert piece not in message
 
 
+# A password and a driver name are parts of a server's URL only: these run on PostgreSQL alone.
 def test_a_percent_encoded_password_opens(postgres_db):
     base, _ = postgres_db
     url = base.replace("postgres@", f"postgres:{quote('p@ss:w/rd', safe='')}@")  # the server trusts any password
