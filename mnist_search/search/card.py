@@ -138,7 +138,8 @@ def to_markdown(card: dict) -> bytes:
     if "onnx" in m:
         a = m["onnx"]["agreement"]
         lines += ["", f"fp32 ONNX against PyTorch: the same argmax on {a['same_argmax']:,} of {a['images']:,} test images,"
-                  f" logits within {a['max_logit_difference']:.2g} (tolerance {a['tolerance']:g})."]
+                  f" logits within {a['max_logit_difference']:.2g} (tolerance {a['tolerance']:g})."
+                  + (f" The normalisation is {m['onnx']['normalisation']}." if m["onnx"].get("normalisation") else "")]
     if "int8" in m:
         q = m["int8"]
         lines += ["", f"int8: static quantisation ({q['format']}), calibrated on {q['calibration_images']:,} training"

@@ -39,6 +39,8 @@ Training recipe (mnist_search TrainConfig):
     "scale_max": 1.0,
     "label_smoothing": 0.012047905979579204,
     "ema_epochs": 1.0,
+    "distill_weight": 0.0,
+    "distill_temperature": 4.0,
     "seed": 0
 }
 

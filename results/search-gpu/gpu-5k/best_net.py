@@ -37,6 +37,8 @@ Training recipe (mnist_search TrainConfig):
     "scale_max": 1.0,
     "label_smoothing": 0.0005118557125703108,
     "ema_epochs": 0.0,
+    "distill_weight": 0.0,
+    "distill_temperature": 4.0,
     "seed": 0
 }
 

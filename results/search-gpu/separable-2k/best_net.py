@@ -34,6 +34,8 @@ Training recipe (mnist_search TrainConfig):
     "scale_max": 1.0,
     "label_smoothing": 0.015503881719542315,
     "ema_epochs": 0.0,
+    "distill_weight": 0.0,
+    "distill_temperature": 4.0,
     "seed": 0
 }
 
