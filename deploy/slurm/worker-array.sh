@@ -54,15 +54,14 @@ export MNIST_SEARCH_STORAGE
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 mkdir -p "$ARTIFACTS"
 
-# Flags of `mnist-search worker --help`. The search flags (budget, epochs, last-K, seeds per
-# trial, objective) must be those the study was created with. --timeout (minutes) starts no new
+# Flags of `mnist-search worker --help`. The search settings (budget, epochs, last-K, seeds per
+# trial, objective) are the study's own: a worker takes them from the study and refuses flags
+# that contradict them. --timeout (minutes) starts no new
 # trial after 11 of the 12 hours, so the last one finishes inside the time limit; -q: a log line
 # per epoch instead of a live progress line.
 srun "$VENV/bin/mnist-search" worker \
     --study-name "$STUDY" \
     --trials "$TRIALS" \
-    --max-params 8000 \
-    --epochs 15 \
     --timeout 660 \
     --artifacts "$ARTIFACTS" \
     --data-dir "$DATA_DIR" \

@@ -81,11 +81,16 @@ def add_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()
     options.add_verbosity(parser)
 
 
+def given_settings(args: argparse.Namespace) -> dict:
+    """The search settings named by the flags given (a flag left out is absent, not its default)."""
+    return {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
+
+
 def settings_from(args: argparse.Namespace, **overrides):
     """SearchSettings from the flags given; its messages spelled with this command's flags."""
     from mnist_search.search.settings import SearchSettings
 
-    values = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None}
+    values = given_settings(args)
     try:
         return SearchSettings(**{**values, **overrides})
     except ConfigError as exc:

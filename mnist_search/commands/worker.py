@@ -16,12 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_search.search.runner import join_search
+    from mnist_search.search.runner import SettingsDiffer, join_search
 
+    # Checked as a search's settings would be, before the store is opened; the study's own
+    # settings are then taken from the study (join_search), and flags may only restate them.
     settings = run_command.settings_from(args, trials=args.trials if args.trials is not None else 1)
-    progress = run_command.progress_for(args, settings)
+    given = {**run_command.given_settings(args), "trials": settings.trials}
     try:
-        join_search(settings, run_command.location_from(args), progress)
+        join_search(run_command.location_from(args), given, run_command.progress_for(args, settings))
+    except SettingsDiffer as exc:
+        raise UserError(exc.message(spell=lambda name: run_command.SETTING_FLAGS[name][0])) from None
     except UserError as exc:
         raise run_command.respelled(exc) from None
     return 0

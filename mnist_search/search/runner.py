@@ -12,12 +12,15 @@ import os
 import socket
 import warnings
 import zlib
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 
+from mnist_search.defaults import DEFAULT_HEARTBEAT_GRACE_S
 from mnist_search.errors import UserError, WorkFailed
 from mnist_search.search import records
 from mnist_search.search.data_dir import data_dir_for, remember
@@ -161,8 +164,26 @@ def find_existing(storage, study_name: str) -> optuna.Study | None:
     return optuna.load_study(storage=storage, study_name=study_name, sampler=None, pruner=None)
 
 
-def join_search(settings: SearchSettings, where: Location, progress: SearchProgress | None = None) -> optuna.Study:
-    """Run ``settings.trials`` trials of an existing study from this process (a worker on any machine)."""
+# A worker's own settings: how much it runs and on what, never taken from the study's creator
+# (another machine, another device). The seed is taken from the study unless given (each process
+# mixes it with a slot of its own anyway); every other setting is the study's.
+WORKER_OWN_SETTINGS = ("trials", "workers", "jobs", "device", "compile", "timeout_minutes", "heartbeat_grace_s",
+                       "warm_start", "warm_start_top", "allow_mixed")
+
+
+def join_search(where: Location, given: Mapping[str, Any] | None = None,
+                progress: SearchProgress | None = None) -> optuna.Study:
+    """Run trials of an existing study from this process (a worker on any machine) with the
+    settings the study was created with.
+
+    ``given`` holds this worker's settings (``WORKER_OWN_SETTINGS``: how many trials, on what
+    device, ...; SearchSettings' defaults otherwise) and may restate the study's own, but a value
+    that contradicts what the study records is refused, naming each difference.
+    """
+    given = dict(given or {})
+    storage = open_storage(where.storage_url, heartbeat_grace=given.get("heartbeat_grace_s",
+                                                                        DEFAULT_HEARTBEAT_GRACE_S), create=False)
+    settings = adopted_settings(load_existing(storage, where.study_name), given)
     device = resolve_device(settings.device)
     settings = settings.replace(jobs=settings.jobs_for(device.type))
     study, data, where = _open_existing(settings, where)
@@ -178,6 +199,37 @@ def join_search(settings: SearchSettings, where: Location, progress: SearchProgr
         _optimize(study, settings, where, data, str(device), _sampler_seed(study, settings, 1)[0], progress,
                   parallel=True)
     return study
+
+
+def adopted_settings(study: optuna.Study, given: Mapping[str, Any]) -> SearchSettings:
+    """The settings a worker joining ``study`` runs with: the study's recorded ones overlaid with
+    ``given``. A given value contradicting the study's (other than the worker's own and the seed)
+    is a UserError naming each difference, unless ``allow_mixed`` is given."""
+    stored = records.stored_settings(study)
+    if stored is None:  # a study made by an older mnist-search, or by Optuna alone
+        return SearchSettings.from_dict(dict(given))
+    differences = [(name, stored[name], value) for name, value in given.items()
+                   if name not in (*WORKER_OWN_SETTINGS, "seed") and name in stored and stored[name] != value]
+    if differences and not given.get("allow_mixed"):
+        raise SettingsDiffer(study.study_name, differences)
+    known = {f.name for f in fields(SearchSettings)}
+    adopted = {name: value for name, value in stored.items() if name in known and name not in WORKER_OWN_SETTINGS}
+    return SearchSettings.from_dict({**adopted, **given})
+
+
+class SettingsDiffer(UserError):
+    """A worker was given settings that contradict the study's: (name, the study's, given) each."""
+
+    def __init__(self, study_name: str, differences: list[tuple[str, Any, Any]]) -> None:
+        self.study_name, self.differences = study_name, differences
+        super().__init__(self.message())
+
+    def message(self, spell=lambda name: name) -> str:
+        """The message, each setting named by ``spell(name)`` (a command passes its flag's spelling)."""
+        listed = "; ".join(f"{spell(name)} {ours!r} (the study's) against {theirs!r}"
+                           for name, ours, theirs in self.differences)
+        return (f"study {self.study_name!r} was created with other settings than this worker was given: {listed}; "
+                f"leave them out (a worker takes the study's settings) or {spell('allow_mixed')}")
 
 
 def _open_existing(settings: SearchSettings, where: Location):

@@ -39,8 +39,7 @@ def test_a_search_resumes_and_records_every_trial(tiny_mnist, tmp_path, storage_
     # A worker joins the study, as `mnist-search worker` does from another machine.
     from mnist_search.search.runner import Location, join_search
 
-    join_search(SearchSettings(trials=1, **TINY_SEARCH),
-                Location(url, "mnist-search", str(tiny_mnist), str(artifacts) if artifacts else None))
+    join_search(Location(url, "mnist-search", str(tiny_mnist), str(artifacts) if artifacts else None), {"trials": 1})
     assert len(states(url)) == 4
     study = optuna.load_study(study_name="mnist-search", storage=url)
     for trial in study.trials:

@@ -19,7 +19,7 @@ import torch
 
 from mnist_search.models import ArchSpec, build
 from mnist_search.models.weights import load_weights
-from tests.helpers import assert_user_error, cli, cli_in_process
+from tests.helpers import assert_user_error, cli, cli_in_process, search
 from tests.waiting import wait_until_trial_trains
 
 SEARCH = ("--epochs", "2", "--last-k", "1", "--val-size", "100", "--seed", "3")
@@ -239,3 +239,20 @@ def alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_takes_the_studys_settings_and_refuses_flags_that_contradict_them(tiny_mnist, tmp_path):
+    from mnist_search.search.records import TrialRecord
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    search(url, tiny_mnist, trials=1, epochs=1, last_k=1)  # 1 epoch on 100 held-out images: not the defaults
+    where = ("--storage", url, "--data-dir", str(tiny_mnist), "--artifacts", str(tmp_path / "weights"))
+    joined = cli_in_process("worker", "--trials", "1", *where)
+    assert joined.returncode == 0, joined.stderr
+    study = optuna.load_study(study_name="mnist-search", storage=url)
+    assert [len(TrialRecord.from_trial(t).epochs) for t in study.trials] == [1, 1]  # the study's epochs, as told
+    assert_user_error(cli_in_process("worker", "--trials", "1", "--epochs", "3", "--val-size", "100", *where),
+                      "--epochs 1 (the study's) against 3")
+    restated = cli_in_process("worker", "--trials", "1", "--epochs", "1", "--val-size", "100", *where)
+    assert restated.returncode == 0, restated.stderr  # restating the study's settings is fine
+    assert len(optuna.load_study(study_name="mnist-search", storage=url).trials) == 3  # the refused one ran nothing
