@@ -144,7 +144,8 @@ def measure(name: str, data_dir: str, device: str, train_images: int, epochs: in
 
         teacher, config = load_network(*TEACHER), config.replace(distill_weight=0.5)
     started = time.perf_counter()
-    result = fit(model, config.replace(epochs=epochs), train, val, runtime=Runtime(device=device, compile=compiled), **({"teacher": teacher} if teacher is not None else {}))
+    result = fit(model, config.replace(epochs=epochs), train, val, runtime=Runtime(device=device, compile=compiled),
+                 **({"teacher": teacher} if teacher is not None else {}))
     wall = time.perf_counter() - started
     seconds = [m.seconds for m in result.history]
     steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]

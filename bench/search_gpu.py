@@ -204,14 +204,16 @@ def part_concurrent(data, epochs: int, counts: list[int]) -> None:
     config = recipe(epochs=epochs)
     print(f"\n== (b) trainings at once: {PRESET}, {epochs} epochs on 50k, scoring 10k, threads + own streams ==")
     print(f"{'at once':>8} {'wall s':>7} {'model-epochs/s':>15} {'vs 1':>6}")
-    fit(build_seeded(spec, 0), config.replace(epochs=1), data.train, data.val, runtime=Runtime(device="cuda"))  # warm up
+    fit(build_seeded(spec, 0), config.replace(epochs=1), data.train, data.val,
+        runtime=Runtime(device="cuda"))  # warm up
     base = None
     for count in counts:
         errors: list[BaseException] = []
 
         def train(seed: int) -> None:
             try:
-                fit(build_seeded(spec, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime(device="cuda"))
+                fit(build_seeded(spec, seed), config.replace(seed=seed), data.train, data.val,
+                    runtime=Runtime(device="cuda"))
             except BaseException as exc:  # reported below: a failed thread must not pass for a fast one
                 errors.append(exc)
 

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     model = build_seeded(spec, config.seed)
     started = time.perf_counter()
     try:
-        result = fit(model, config, train, evaluate_on, runtime, on_epoch=on_epoch, on_batch=meter.batch, teacher=teacher)
+        result = fit(model, config, train, evaluate_on, runtime, on_epoch=on_epoch, on_batch=meter.batch,
+                     teacher=teacher)
         meter.close()
         wall = time.perf_counter() - started
         metrics = {
@@ -136,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             "wall_seconds": wall, "config": config.to_dict(), "spec": spec.to_dict(),
             "history": [m.to_dict() for m in result.history],
         }
-        write_files([(out / WEIGHTS, weights_bytes(model)), (out / "spec.json", (spec.to_json(indent=2) + "\n").encode()),
+        write_files([(out / WEIGHTS, weights_bytes(model)), (out / "spec.json",
+                                                             (spec.to_json(indent=2) + "\n").encode()),
                      (out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())])
     except BaseException:  # interrupted, crashed or a full disk: leave no empty output directory behind
         meter.close()

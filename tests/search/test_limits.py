@@ -45,7 +45,8 @@ def test_any_seed_count_splits_into_fused_networks_that_can_be_built(width):
 def test_a_trial_with_more_fused_seeds_than_one_network_holds_completes(tmp_path):
     # Fewer images than the usual tiny data: 20 wide copies make the CPU's grouped convolutions slow.
     data = load_mnist(make_tiny_mnist(tmp_path / "data", n_train=100, n_test=20), val_size=20, download=False)
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'wide.db'}"), study_name="wide", direction="maximize",
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'wide.db'}"), study_name="wide",
+                                direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     settings = SearchSettings(max_params=8000, epochs=1, last_k=1, seed=3, seeds_per_trial=20, fuse_seeds=True)
     study.optimize(Objective(settings, data, "cpu", tmp_path / "a"), n_trials=1)
@@ -63,7 +64,8 @@ def test_confirm_trains_more_seeds_than_one_fused_network_holds(tmp_path):
     study, artifacts = make_study(tmp_path, **{records.SPEC: spec_of_width(400).to_dict(), records.PARAMS: 8030,
                                                records.CONFIG: TrainConfig(epochs=1, batch_size=32).to_dict()})
     small = make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
-    (_, result), = confirm(study, ConfirmSettings(trials=[0], seeds=3, first_seed=2, last_k=1, compile="off"), data_dir=small, artifact_dir=artifacts)  # groups of 2 and 1
+    (_, result), = confirm(study, ConfirmSettings(trials=[0], seeds=3, first_seed=2, last_k=1, compile="off"),
+                           data_dir=small, artifact_dir=artifacts)  # groups of 2 and 1
     assert [r.seed for r in result.runs] == [2, 3, 4] and all(len(r.test_acc) == 1 for r in result.runs)
     assert len({r.weights_artifact for r in result.runs}) == 3
 

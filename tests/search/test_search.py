@@ -68,7 +68,8 @@ def test_resuming_with_settings_that_change_the_scores_is_refused_unless_mixing_
 def test_settings_check_themselves_and_name_the_setting():
     assert SearchSettings(epochs=2).last_k == 2 and SearchSettings().last_k == 5
     assert SearchSettings().replace(epochs=3).last_k == 3  # a default last_k follows the epochs
-    assert (SearchSettings().jobs_for("cuda"), SearchSettings().jobs_for("cpu"), SearchSettings(jobs=3).jobs_for("cuda")) \
+    assert (SearchSettings().jobs_for("cuda"), SearchSettings().jobs_for("cpu"),
+            SearchSettings(jobs=3).jobs_for("cuda")) \
         == (8, 1, 3)  # jobs auto: the measured best on a GPU, one on the CPU
     assert SearchSettings(last_k=2).replace(epochs=3).last_k == 2  # a chosen one stays
     assert SearchSettings.from_json(SearchSettings(seed=4, timeout_minutes=1.5).to_json()) == SearchSettings(
@@ -157,7 +158,8 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     best = study.best_trial
     from mnist_search.search.confirm import print_epoch
 
-    confirm(study, ConfirmSettings(trials=[best.number], seeds=2, last_k=1, target=50, device="cpu"), data_dir=tiny_mnist, artifact_dir=artifacts, on_epoch=print_epoch)
+    confirm(study, ConfirmSettings(trials=[best.number], seeds=2, last_k=1, target=50, device="cpu"),
+            data_dir=tiny_mnist, artifact_dir=artifacts, on_epoch=print_epoch)
     assert "seed 1 epoch  2" in capsys.readouterr().out
     study = optuna.load_study(study_name="mnist-search", storage=url)
     assert [k for k in study.user_attrs if k.startswith("confirm:")] == [f"confirm:{best.number}"]
@@ -181,7 +183,8 @@ def test_confirm_retrains_on_the_test_set_and_export_reports_it(tiny_mnist, tmp_
     assert (f"| #{best.number} | {best.user_attrs['params']:,} | 2 | "
             f"{confirmation['final_mean']:.2f} ± {confirmation['final_std']:.2f} |") in index
     # Fresh seeds re-check a confirmed trial; the new confirmation replaces the stored one.
-    confirm(study, ConfirmSettings(trials=[best.number], seeds=1, first_seed=5, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "fresh")
+    confirm(study, ConfirmSettings(trials=[best.number], seeds=1, first_seed=5, last_k=1), data_dir=tiny_mnist,
+            artifact_dir=tmp_path / "fresh")
     rechecked = optuna.load_study(study_name="mnist-search", storage=url).user_attrs[f"confirm:{best.number}"]
     assert [r["seed"] for r in rechecked["runs"]] == [5]
     # Without trial numbers: the top trials by validation score, best first.
@@ -288,7 +291,8 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
     trial = study.trials[0]
     assert trial.state.name == "COMPLETE" and trial.user_attrs["config"]["ema_epochs"] == 1.0
     assert all("raw_eval_acc" in m for m in trial.user_attrs["history"])
-    (_, result), = confirm(study, ConfirmSettings(trials=[0], seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
+    (_, result), = confirm(study, ConfirmSettings(trials=[0], seeds=1, last_k=1), data_dir=tiny_mnist,
+                           artifact_dir=tmp_path / "artifacts")
     assert result.raw is not None
     run = study.user_attrs["confirm:0"]["runs"][0]
     assert len(run["raw_test_acc"]) == len(run["test_acc"]) == 2
@@ -302,7 +306,8 @@ def test_an_averaged_trial_is_confirmed_exported_and_evaluated_as_averaged(tiny_
 
 def test_a_trial_trained_with_several_seeds_scores_their_mean(tiny_mnist, tmp_path):
     data = load_mnist(tiny_mnist, val_size=100, download=False)
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'seeds.db'}"), study_name="seeds", direction="maximize",
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'seeds.db'}"), study_name="seeds",
+                                direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     study.enqueue_trial(GOOD_RECIPE)
     common = SearchSettings(max_params=8000, epochs=2, last_k=2, fuse_seeds=False)
@@ -340,7 +345,8 @@ def test_a_trial_can_be_pruned_on_its_second_seed_and_says_where(tiny_mnist, tmp
     from mnist_search.search.progress import outcome
 
     data = load_mnist(tiny_mnist, val_size=100, download=False)
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'prune2.db'}"), study_name="prune2", direction="maximize",
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'prune2.db'}"), study_name="prune2",
+                                direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=PruneAtStep(4))
     study.enqueue_trial(GOOD_RECIPE)
     settings = SearchSettings(max_params=8000, epochs=3, last_k=1, seeds_per_trial=2, fuse_seeds=False)
@@ -389,7 +395,8 @@ def test_a_trial_with_fused_seeds_is_pruned_on_their_mean_per_epoch(tiny_mnist, 
     from mnist_search.search.progress import outcome
 
     data = load_mnist(tiny_mnist, val_size=100, download=False)
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'fused.db'}"), study_name="fused", direction="maximize",
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'fused.db'}"), study_name="fused",
+                                direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     study.enqueue_trial(GOOD_RECIPE)
     objective = Objective(SearchSettings(max_params=8000, epochs=2, last_k=2, seed=7, seeds_per_trial=2,
@@ -477,7 +484,8 @@ def test_a_search_with_a_teacher_samples_distillation_and_confirm_retrains_with_
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and all(0.1 <= t.params["distill_weight"] <= 0.9 for t in done)
     assert all(t.user_attrs["config"]["distill_weight"] == t.params["distill_weight"] for t in done)
-    (record, confirmation), = confirm(study, ConfirmSettings(top=1, seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
+    (record, confirmation), = confirm(study, ConfirmSettings(top=1, seeds=1, last_k=1), data_dir=tiny_mnist,
+                                      artifact_dir=tmp_path / "artifacts")
     assert confirmation.runs[0].status == "completed" and len(confirmation.runs[0].test_acc) == 1
     with pytest.raises(ConfigError, match="both teacher"):
         SearchSettings(teacher=str(spec_file))
@@ -485,7 +493,8 @@ def test_a_search_with_a_teacher_samples_distillation_and_confirm_retrains_with_
     settings = dict(study.user_attrs[records.SETTINGS], teacher=None, teacher_weights=None)
     study.set_user_attr(records.SETTINGS, settings)
     with pytest.raises(ConfigError, match="learnt from a teacher"):
-        confirm(study, ConfirmSettings(top=1, seeds=1, last_k=1), data_dir=tiny_mnist, artifact_dir=tmp_path / "artifacts")
+        confirm(study, ConfirmSettings(top=1, seeds=1, last_k=1), data_dir=tiny_mnist,
+                artifact_dir=tmp_path / "artifacts")
 
 
 def test_a_trial_still_at_chance_after_five_epochs_is_pruned_whatever_the_pruner_says(tmp_path):

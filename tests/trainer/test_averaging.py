@@ -10,6 +10,8 @@ from mnist_search.trainer.averaging import WeightAverage, decay_for, warmed_deca
 from mnist_search.trainer.loop import evaluate
 from mnist_search.trainer.runtime import Runtime
 
+CPU = Runtime("cpu")
+
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
 DROPOUT = ArchSpec((Conv(6, dropout=0.1), MaxPool(2), Conv(8, dropout=0.1), MaxPool(2), Conv(10, k=1, post=()), GAP()))
 
@@ -56,7 +58,7 @@ def test_an_update_moves_floats_by_one_minus_decay_and_copies_counters():
 def test_the_averaged_weights_are_evaluated_and_kept(data):
     config = TrainConfig(epochs=3, batch_size=32, lr=0.05, rotation=5, ema_epochs=1.0, seed=2)
     model = build_seeded(SMALL, 2)
-    history = fit(model, config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    history = fit(model, config, data.train, data.val, CPU).history
     assert all(m.raw_eval_acc is not None for m in history)
     images, labels = to_device(data.val, torch.device("cpu"))
     # The model handed back holds what the last epoch evaluated (what gets saved and exported).
@@ -65,8 +67,8 @@ def test_the_averaged_weights_are_evaluated_and_kept(data):
 
 def test_averaging_changes_what_is_evaluated_not_how_the_network_trains(data):
     plain = TrainConfig(epochs=3, batch_size=32, lr=0.05, rotation=5, seed=2)  # augmentation and dropout draw
-    without = fit(build_seeded(DROPOUT, 2), plain, data.train, data.val, runtime=Runtime(device="cpu")).history
-    averaged = fit(build_seeded(DROPOUT, 2), plain.replace(ema_epochs=1.0), data.train, data.val, runtime=Runtime(device="cpu")).history
+    without = fit(build_seeded(DROPOUT, 2), plain, data.train, data.val, CPU).history
+    averaged = fit(build_seeded(DROPOUT, 2), plain.replace(ema_epochs=1.0), data.train, data.val, CPU).history
     assert [m.raw_eval_acc for m in averaged] == [m.eval_acc for m in without]
     assert [m.train_loss for m in averaged] == [m.train_loss for m in without]
     assert [m.eval_loss for m in averaged] != [m.eval_loss for m in without]  # a different network scored
@@ -75,8 +77,8 @@ def test_averaging_changes_what_is_evaluated_not_how_the_network_trains(data):
 
 def test_averaged_seeded_runs_repeat(data):
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, translate=0.05, ema_epochs=0.5, seed=1)
-    first = fit(build_seeded(SMALL, 1), config, data.train, data.val, runtime=Runtime(device="cpu")).history
-    second = fit(build_seeded(SMALL, 1), config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    first = fit(build_seeded(SMALL, 1), config, data.train, data.val, CPU).history
+    second = fit(build_seeded(SMALL, 1), config, data.train, data.val, CPU).history
     assert without_time(first) == without_time(second)
 
 
@@ -90,5 +92,5 @@ def test_early_averages_are_not_dragged_down_by_the_initial_weights(data):
     """With a fixed decay this 3-epoch horizon scored 19-45 points under the raw weights (the
     random start still weighed in); warmed up, the average stays near them from epoch 1."""
     config = TrainConfig(epochs=3, batch_size=30, lr=0.05, ema_epochs=3.0, seed=2)
-    history = fit(build_seeded(SMALL, 2), config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    history = fit(build_seeded(SMALL, 2), config, data.train, data.val, CPU).history
     assert all(m.eval_acc >= m.raw_eval_acc - 12 for m in history), history

@@ -24,7 +24,8 @@ def data(tiny_mnist):
 
 def test_cuda_graphs_on_the_cpu_are_a_user_error(data):
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
-        fit(build_seeded(SMALL, 0), TrainConfig(epochs=1, batch_size=32), data.train, data.val, runtime=Runtime(device="cpu", cuda_graph=True))
+        fit(build_seeded(SMALL, 0), TrainConfig(epochs=1, batch_size=32), data.train, data.val,
+            runtime=Runtime(device="cpu", cuda_graph=True))
 
 
 def test_auto_compiles_long_cpu_runs_only():
@@ -46,7 +47,8 @@ def test_graph_replay_trains_like_eager_steps(data, optimizer, scheduler):
     # 300 training images, batch 30: no ragged last batch, which eager steps keep and a graph drops.
     config = TrainConfig(epochs=3, batch_size=30, optimizer=optimizer, lr=0.03 if optimizer == "sgd" else 0.003,
                          momentum=0.9, weight_decay=1e-4, scheduler=scheduler, step_size=1, seed=3)
-    eager = fit(build_seeded(SMALL, 3), config, data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=False, compile=False))
+    eager = fit(build_seeded(SMALL, 3), config, data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=False,
+                                                                                      compile=False))
     assert len(data.train) % config.batch_size == 0
     graphed = fit(build_seeded(SMALL, 3), config, data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=True))
     for e, g in zip(history_without_time(eager), history_without_time(graphed)):
@@ -83,12 +85,14 @@ def test_trials_trained_side_by_side_in_threads_train_as_they_would_alone(data):
     """`run --jobs K` trains K trials at once, each on its own CUDA stream and graph; dropout and
     augmentation draw from each run's own generator, so a run does not depend on its neighbours."""
     config = TrainConfig(epochs=4, batch_size=30, lr=0.1, scheduler="onecycle", rotation=5)
-    alone = {seed: fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime(device="cuda"))
+    alone = {seed: fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val,
+                       runtime=Runtime(device="cuda"))
              for seed in range(4)}
     together = {}
 
     def train(seed: int) -> None:
-        together[seed] = fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime(device="cuda"))
+        together[seed] = fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val,
+                             runtime=Runtime(device="cuda"))
 
     threads = [threading.Thread(target=train, args=(seed,)) for seed in range(4)]
     for thread in threads:

@@ -11,6 +11,8 @@ from mnist_search.trainer import TrainConfig, build_seeded, fit, load_mnist, res
 from mnist_search.trainer.loop import evaluate
 from mnist_search.trainer.runtime import Runtime
 
+CPU = Runtime("cpu")
+
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
 
 
@@ -22,16 +24,18 @@ def data(tiny_mnist):
 def test_callback_runs_once_per_epoch_and_history_has_every_metric(data):
     calls = []
     config = TrainConfig(epochs=3, batch_size=32, lr=0.05, rotation=10, seed=1)
-    result = fit(build_seeded(SMALL, 1), config, data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda epoch, metrics: calls.append((epoch, metrics.eval_acc)))
+    result = fit(build_seeded(SMALL, 1), config, data.train, data.val, CPU,
+                 on_epoch=lambda epoch, metrics: calls.append((epoch, metrics.eval_acc)))
     assert [epoch for epoch, _ in calls] == [1, 2, 3]
     assert result.status == "completed" and len(result.history) == 3
-    assert set(result.history[0].to_dict()) == {"epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "seconds"}
+    assert set(result.history[0].to_dict()) == {"epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr",
+                                                "seconds"}
     assert [acc for _, acc in calls] == [m.eval_acc for m in result.history]
 
 
 def test_it_learns_the_synthetic_digits(data):
     config = TrainConfig(epochs=8, batch_size=32, lr=0.1, scheduler="onecycle", seed=0)
-    result = fit(build_seeded(SMALL, 0), config, data.train, data.val, runtime=Runtime(device="cpu"))
+    result = fit(build_seeded(SMALL, 0), config, data.train, data.val, CPU)
     assert result.history[-1].eval_acc >= 90.0  # chance is 10%
 
 
@@ -45,7 +49,8 @@ def test_a_raising_callback_stops_training(data):
 
     seen = []
     with pytest.raises(Stop):
-        fit(build_seeded(SMALL, 0), TrainConfig(epochs=5, batch_size=50), data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda e, m: (seen.append(e), stop_after_two(e, m)))
+        fit(build_seeded(SMALL, 0), TrainConfig(epochs=5, batch_size=50), data.train, data.val, CPU,
+            on_epoch=lambda e, m: (seen.append(e), stop_after_two(e, m)))
     assert seen == [1, 2]
 
 
@@ -53,7 +58,7 @@ def test_divergence_stops_the_run_with_a_clear_status(data):
     config = TrainConfig(epochs=5, batch_size=16, optimizer="sgd", lr=1e6, momentum=0.0)
     spec = ArchSpec((Conv(6, post=("relu",)), MaxPool(2), Conv(10, k=1, post=()), GAP()))
     calls = []
-    result = fit(build_seeded(spec, 0), config, data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda e, m: calls.append(e))
+    result = fit(build_seeded(spec, 0), config, data.train, data.val, CPU, on_epoch=lambda e, m: calls.append(e))
     assert result.status == "diverged"
     assert "diverged in epoch 1" in result.message and "learning rate" in result.message
     assert calls == []  # stopped inside the first epoch, before wasting more
@@ -61,18 +66,18 @@ def test_divergence_stops_the_run_with_a_clear_status(data):
 
 def test_seeded_cpu_runs_are_reproducible(data):
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=8, translate=0.05, seed=5)
-    first = fit(build_seeded(SMALL, 5), config, data.train, data.val, runtime=Runtime(device="cpu")).history
-    second = fit(build_seeded(SMALL, 5), config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    first = fit(build_seeded(SMALL, 5), config, data.train, data.val, CPU).history
+    second = fit(build_seeded(SMALL, 5), config, data.train, data.val, CPU).history
     def drop_time(h):
         return [{k: v for k, v in m.to_dict().items() if k != "seconds"} for m in h]
     assert drop_time(first) == drop_time(second)
-    other = fit(build_seeded(SMALL, 6), config.replace(seed=6), data.train, data.val, runtime=Runtime(device="cpu")).history
+    other = fit(build_seeded(SMALL, 6), config.replace(seed=6), data.train, data.val, CPU).history
     assert drop_time(other) != drop_time(first)
 
 
 def test_saved_weights_reload_to_identical_outputs(data, tmp_path):
     model = build_seeded(SMALL, 0)
-    fit(model, TrainConfig(epochs=1, batch_size=32), data.train, data.val, runtime=Runtime(device="cpu"))
+    fit(model, TrainConfig(epochs=1, batch_size=32), data.train, data.val, CPU)
     save_weights(model, tmp_path / "w.safetensors")
     again = load_weights(build(SMALL), tmp_path / "w.safetensors")
     images, labels = to_device(data.test, torch.device("cpu"))
@@ -113,20 +118,23 @@ def test_one_process_can_compile_more_architectures_than_dynamos_recompile_limit
     config = TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=0)
     with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
         for spec in (SMALL, other, SMALL):
-            assert fit(build_seeded(spec, 0), config, data.train, data.val, runtime=Runtime(device="cpu", compile=True)).status == "completed"
+            assert fit(build_seeded(spec, 0), config, data.train, data.val, runtime=Runtime("cpu",
+                                                                                            compile=True)).status == "completed"
 
 
 def test_compiled_dropout_is_one_graph_drawn_from_the_runs_own_generator(data, dynamo_without_inductor):
     """Dropout's generator draw split the compiled graph at every block (12 blocks: past Dynamo's
     limit of 8, and slower than eager even within it); its noise is now drawn outside the graph."""
-    layers = [Conv(4, dropout=0.05), *(Conv(4 + i, k=1, dropout=0.05) for i in range(10)), Conv(10, k=1, post=()), GAP()]
+    layers = [Conv(4, dropout=0.05), *(Conv(4 + i, k=1, dropout=0.05) for i in range(10)), Conv(10, k=1, post=()),
+              GAP()]
     spec = ArchSpec(tuple(layers))
     config = TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=0)
     noise_seen = []
 
     def train(model):
         dropout = model.blocks[0].dropout
-        return fit(model, config, data.train, data.val, runtime=Runtime(device="cpu", compile=True), on_batch=lambda step, steps: noise_seen.append(dropout.noise))
+        return fit(model, config, data.train, data.val, runtime=Runtime("cpu", compile=True),
+                   on_batch=lambda step, steps: noise_seen.append(dropout.noise))
 
     first_model = build_seeded(spec, 0)
     torch._dynamo.utils.counters.clear()
@@ -156,9 +164,9 @@ def test_dropout_draws_from_the_runs_own_generator(data):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    first = fit(first_model, config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    first = fit(first_model, config, data.train, data.val, CPU).history
     assert torch.equal(torch.rand(3), expected)  # training drew nothing from the default generator
-    second = fit(build_seeded(spec, 4), config, data.train, data.val, runtime=Runtime(device="cpu")).history
+    second = fit(build_seeded(spec, 4), config, data.train, data.val, CPU).history
     def drop_time(h):
         return [{k: v for k, v in m.to_dict().items() if k != "seconds"} for m in h]
     assert drop_time(first) == drop_time(second)
@@ -222,16 +230,17 @@ def test_distillation_mixes_the_teachers_soft_targets_into_the_loss(data):
     same = _distilled(torch.zeros(1), own, student, [images], config.replace(distill_weight=1.0))
     assert abs(same.item()) < 1e-5
     with pytest.raises(ConfigError, match="needs a teacher"):
-        fit(build_seeded(spec, 0), TrainConfig(epochs=1, distill_weight=0.5), data.train, data.val, runtime=Runtime(device="cpu"))
+        fit(build_seeded(spec, 0), TrainConfig(epochs=1, distill_weight=0.5), data.train, data.val, CPU)
     with pytest.raises(ConfigError, match="distill_weight must be in"):
         TrainConfig(distill_weight=1.5)
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=5, distill_weight=0.5, seed=3)
     before = [p.clone() for p in teacher.parameters()]
-    result = fit(build_seeded(spec, 3), config, data.train, data.val, runtime=Runtime(device="cpu"), teacher=teacher)
+    result = fit(build_seeded(spec, 3), config, data.train, data.val, CPU, teacher=teacher)
     assert result.status == "completed" and len(result.history) == 2
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher is not trained
     from mnist_search.trainer import fit_seeds
 
-    together = fit_seeds(spec, config, (3, 4), data.train, data.val, runtime=Runtime(device="cpu", channels_last=False), teacher=teacher)
-    alone = fit(build_seeded(spec, 3), config, data.train, data.val, runtime=Runtime(device="cpu"), teacher=teacher)
+    together = fit_seeds(spec, config, (3, 4), data.train, data.val, runtime=Runtime("cpu", channels_last=False),
+                         teacher=teacher)
+    alone = fit(build_seeded(spec, 3), config, data.train, data.val, CPU, teacher=teacher)
     assert together[0].result.history[-1].train_loss == pytest.approx(alone.history[-1].train_loss, rel=1e-3)

@@ -13,6 +13,8 @@ from mnist_search.trainer import fused as fused_module
 from mnist_search.trainer.fusion import FusedNet, _fused_conv, fuse, unfuse
 from mnist_search.trainer.runtime import Runtime
 
+CPU = Runtime("cpu")
+
 SMALL = ArchSpec((Conv(6), MaxPool(2), Conv(8), MaxPool(2), Conv(10, k=1, post=()), GAP()))
 DROPOUT = ArchSpec((Conv(6, dropout=0.2), MaxPool(2), Conv(8, post=("bn", "relu"), dropout=0.1), MaxPool(2),
                     Conv(10, k=1, post=()), GAP()))
@@ -69,11 +71,12 @@ def test_each_seed_trains_as_its_own_fit_would(data, spec, changes, channels_las
     """In the same memory layout (fused CPU training defaults to channels_last; fit, eager,
     to contiguous): a different layout rounds differently from the first step on."""
     config = TrainConfig(epochs=2, batch_size=32, **changes)
-    together = fit_seeds(spec, config, SEEDS, data.train, data.val, runtime=Runtime(device="cpu", channels_last=channels_last))
+    together = fit_seeds(spec, config, SEEDS, data.train, data.val, runtime=Runtime("cpu", channels_last=channels_last))
     assert [run.seed for run in together] == list(SEEDS)
     for run in together:
         alone_model = build_seeded(spec, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cpu", channels_last=channels_last))
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime("cpu",
+                                                                                                      channels_last=channels_last))
         assert_same_run(alone, run.result, alone_model, run.model)
     assert together[0].result.history[-1].train_loss != together[1].result.history[-1].train_loss
 
@@ -81,7 +84,8 @@ def test_each_seed_trains_as_its_own_fit_would(data, spec, changes, channels_las
 def test_the_callback_gets_every_seeds_metrics_once_per_epoch(data):
     calls = []
     config = TrainConfig(epochs=2, batch_size=50, lr=0.05)
-    runs = fit_seeds(SMALL, config, (0, 1, 2), data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda epoch, metrics: calls.append((epoch, metrics)))
+    runs = fit_seeds(SMALL, config, (0, 1, 2), data.train, data.val, CPU,
+                     on_epoch=lambda epoch, metrics: calls.append((epoch, metrics)))
     assert [epoch for epoch, _ in calls] == [1, 2]
     for epoch, metrics in calls:
         assert metrics == [run.result.history[epoch - 1] for run in runs]
@@ -95,7 +99,7 @@ def test_a_raising_callback_stops_every_seed(data):
         raise Stop
 
     with pytest.raises(Stop):
-        fit_seeds(SMALL, TrainConfig(epochs=3, batch_size=50), SEEDS, data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=stop)
+        fit_seeds(SMALL, TrainConfig(epochs=3, batch_size=50), SEEDS, data.train, data.val, CPU, on_epoch=stop)
 
 
 def test_a_diverging_seed_is_reported_and_the_others_train_on(data, monkeypatch):
@@ -110,13 +114,15 @@ def test_a_diverging_seed_is_reported_and_the_others_train_on(data, monkeypatch)
     monkeypatch.setattr(fused_module, "build_seeded", build_with_a_broken_seed)
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, rotation=5)
     calls = []
-    first, broken, last = fit_seeds(DROPOUT, config, (4, 13, 5), data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda epoch, metrics: calls.append(metrics))
+    first, broken, last = fit_seeds(DROPOUT, config, (4, 13, 5), data.train, data.val, CPU,
+                                    on_epoch=lambda epoch, metrics: calls.append(metrics))
     assert broken.result.status == "diverged" and broken.result.history == []
     assert "diverged in epoch 1" in broken.result.message
     assert [metrics[1] for metrics in calls] == [None, None]
     for run in (first, last):
         alone_model = build_seeded(DROPOUT, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cpu", channels_last=True))
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime("cpu",
+                                                                                                      channels_last=True))
         assert_same_run(alone, run.result, alone_model, run.model)
 
 
@@ -124,7 +130,7 @@ def test_when_every_seed_diverges_training_stops(data):
     config = TrainConfig(epochs=5, batch_size=16, lr=1e6, momentum=0.0)
     spec = ArchSpec((Conv(6, post=("relu",)), MaxPool(2), Conv(10, k=1, post=()), GAP()))
     calls = []
-    runs = fit_seeds(spec, config, SEEDS, data.train, data.val, runtime=Runtime(device="cpu"), on_epoch=lambda e, m: calls.append(e))
+    runs = fit_seeds(spec, config, SEEDS, data.train, data.val, CPU, on_epoch=lambda e, m: calls.append(e))
     assert [run.result.status for run in runs] == ["diverged", "diverged"]
     assert calls == []
 
@@ -146,7 +152,7 @@ def test_fusing_and_splitting_round_trips_and_each_copy_computes_its_own_network
 
 
 def test_each_seeds_weights_save_and_load_as_an_ordinary_network(data, tmp_path):
-    runs = fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32, lr=0.05), SEEDS, data.train, data.val, runtime=Runtime(device="cpu"))
+    runs = fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32, lr=0.05), SEEDS, data.train, data.val, CPU)
     images, _ = to_device(data.test, torch.device("cpu"))
     for run in runs:
         save_weights(run.model, tmp_path / f"{run.seed}.safetensors")
@@ -158,9 +164,10 @@ def test_each_seeds_weights_save_and_load_as_an_ordinary_network(data, tmp_path)
 def test_compiled_seeds_train_as_their_own_compiled_fit_would(data):
     """Compiled, dropout's noise is drawn outside the graph: per seed from its own generator."""
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, rotation=5)
-    together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, runtime=Runtime(device="cpu", compile=True))
+    together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, runtime=Runtime("cpu", compile=True))
     seed = SEEDS[1]  # the second copy: its noise sits in the second half of each layer's channels
-    alone = fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime(device="cpu", compile=True))
+    alone = fit(build_seeded(DROPOUT, seed), config.replace(seed=seed), data.train, data.val, runtime=Runtime("cpu",
+                                                                                                              compile=True))
     assert_same_run(alone, together[1].result)
 
 
@@ -178,9 +185,10 @@ def test_what_cannot_be_fused_is_refused_with_a_clear_error(data, monkeypatch):
     with pytest.raises(SpecError, match="does not support the 'mystery' layer"):
         FusedNet(ArchSpec((Conv(8), Mystery(), Conv(10, k=1, post=()), GAP())), 2)
     with pytest.raises(ConfigError, match="at least one seed"):
-        fit_seeds(SMALL, TrainConfig(epochs=1), (), data.train, data.val, runtime=Runtime(device="cpu"))
+        fit_seeds(SMALL, TrainConfig(epochs=1), (), data.train, data.val, CPU)
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
-        fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32), SEEDS, data.train, data.val, runtime=Runtime(device="cpu", cuda_graph=True))
+        fit_seeds(SMALL, TrainConfig(epochs=1, batch_size=32), SEEDS, data.train, data.val, runtime=Runtime("cpu",
+                                                                                                            cuda_graph=True))
     monkeypatch.setattr(fusion, "FUSABLE_POST_OPS", frozenset({"relu"}))  # as if "bn" were a new post op
     with pytest.raises(SpecError, match=r"does not support the post op\(s\) \['bn'\]"):
         _fused_conv(Conv(8, post=("relu", "bn")), 1, 2)
@@ -192,5 +200,6 @@ def test_graphed_seeds_train_as_their_own_graphed_fit_would(data):
     together = fit_seeds(DROPOUT, config, SEEDS, data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=True))
     for run in together:
         alone_model = build_seeded(DROPOUT, run.seed)
-        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cuda", cuda_graph=True))
+        alone = fit(alone_model, config.replace(seed=run.seed), data.train, data.val, runtime=Runtime(device="cuda",
+                                                                                                      cuda_graph=True))
         assert_same_run(alone, run.result, alone_model.cpu(), run.model)
