@@ -7,10 +7,15 @@ Receptive field: 28
 Score (mean validation accuracy of the last epochs): 97.680%
 Minimum validation accuracy over those epochs: 97.63%
 Validation accuracy per epoch: 94.76, 94.20, 96.17, 95.98, 97.26, 97.22, 97.17, 97.45, 97.56, 97.62, 97.63, 97.64, 97.69, 97.74, 97.70
-Confirmed on the MNIST test set (1 seed, trained on all 60,000 training images):
-  final test accuracy 98.27 +- 0.00%; last 5 epochs 98.23 +- 0.08%, minimum 98.09%; every last-5 epoch of every seed >= 99.4%: no
-  seed 0: 95.47, 96.18, 97.55, 97.75, 97.74, 97.56, 98.08, 98.07, 98.07, 98.14, 98.23, 98.09, 98.24, 98.32, 98.27
-Weights (load_weights): confirmation seed 0, the median of 1 completed seeds, trained on all 60,000 training images; its final test accuracy is 98.27% (scored on the CPU).
+Confirmed on the MNIST test set (6 seeds, trained on all 60,000 training images):
+  final test accuracy 98.20 +- 0.06%; last 5 epochs 98.17 +- 0.09%, minimum 97.94%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 96.29, 96.86, 96.35, 97.59, 97.73, 97.75, 97.66, 97.75, 97.89, 98.06, 98.10, 98.15, 98.15, 98.21, 98.19
+  seed 1: 96.19, 96.09, 97.30, 97.63, 97.89, 97.85, 98.12, 97.72, 98.08, 98.22, 98.24, 98.24, 98.20, 98.18, 98.28
+  seed 2: 95.24, 96.32, 97.05, 97.33, 97.73, 97.75, 97.86, 97.97, 98.03, 98.11, 98.07, 98.11, 98.08, 98.08, 98.13
+  seed 3: 93.64, 96.81, 97.38, 97.22, 97.49, 97.54, 97.63, 97.80, 97.92, 97.95, 98.06, 97.94, 98.09, 98.05, 98.13
+  seed 4: 92.82, 96.81, 97.52, 97.58, 97.67, 97.75, 98.11, 97.86, 98.14, 97.99, 98.28, 98.23, 98.27, 98.21, 98.25
+  seed 5: 96.58, 96.38, 96.81, 97.64, 97.61, 97.86, 98.02, 98.01, 98.05, 98.11, 98.18, 98.30, 98.29, 98.28, 98.24
+Weights (load_weights): confirmation seed 0, the median of 6 completed seeds, trained on all 60,000 training images; its final test accuracy is 98.19% (scored on the CPU).
 Training recipe (mnist_search TrainConfig):
 {
     "epochs": 15,

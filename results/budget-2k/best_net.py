@@ -7,10 +7,15 @@ Receptive field: 28
 Score (mean validation accuracy of the last epochs): 99.064%
 Minimum validation accuracy over those epochs: 99.04%
 Validation accuracy per epoch: 97.20, 97.35, 98.49, 98.59, 98.43, 98.76, 98.92, 98.98, 98.77, 99.03, 99.04, 99.04, 99.07, 99.10, 99.07
-Confirmed on the MNIST test set (1 seed, trained on all 60,000 training images):
-  final test accuracy 99.07 +- 0.00%; last 5 epochs 99.05 +- 0.04%, minimum 99.00%; every last-5 epoch of every seed >= 99.4%: no
-  seed 0: 97.02, 98.37, 98.34, 98.60, 98.69, 98.99, 98.97, 98.97, 98.92, 98.99, 99.00, 99.11, 99.03, 99.03, 99.07
-Weights (load_weights): confirmation seed 0, the median of 1 completed seeds, trained on all 60,000 training images; its final test accuracy is 99.07% (scored on the CPU).
+Confirmed on the MNIST test set (6 seeds, trained on all 60,000 training images):
+  final test accuracy 99.16 +- 0.05%; last 5 epochs 99.13 +- 0.06%, minimum 99.01%; every last-5 epoch of every seed >= 99.4%: no
+  seed 0: 98.35, 98.61, 98.63, 98.83, 98.86, 99.01, 98.83, 98.80, 99.14, 98.98, 99.04, 99.06, 99.14, 99.10, 99.13
+  seed 1: 97.63, 98.48, 98.74, 98.73, 98.89, 98.85, 98.99, 99.10, 99.01, 99.10, 99.15, 99.12, 99.09, 99.18, 99.19
+  seed 2: 97.51, 97.73, 98.47, 98.74, 98.85, 98.97, 99.13, 99.02, 99.07, 99.15, 99.11, 99.19, 99.18, 99.25, 99.23
+  seed 3: 97.79, 98.43, 98.50, 98.81, 98.71, 98.54, 98.99, 98.85, 98.97, 99.02, 99.03, 99.11, 99.08, 99.02, 99.10
+  seed 4: 97.66, 98.56, 98.64, 98.94, 98.97, 98.88, 99.05, 99.01, 99.06, 99.13, 99.14, 99.01, 99.15, 99.06, 99.13
+  seed 5: 97.94, 98.45, 98.53, 98.73, 98.88, 98.89, 98.94, 99.18, 99.01, 99.06, 99.19, 99.14, 99.23, 99.22, 99.20
+Weights (load_weights): confirmation seed 4, the median of 6 completed seeds, trained on all 60,000 training images; its final test accuracy is 99.13% (scored on the CPU).
 Training recipe (mnist_search TrainConfig):
 {
     "epochs": 15,
