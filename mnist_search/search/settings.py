@@ -180,12 +180,7 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, data: Any) -> SearchSettings:
-        if not isinstance(data, dict):
-            raise ConfigError("search settings must be a JSON object")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown search setting(s): {', '.join(map(str, unknown))}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "search"))
 
     @classmethod
     def from_json(cls, text: str) -> SearchSettings:
@@ -198,6 +193,16 @@ class SearchSettings:
         """The settings that change what a score means and differ from ``stored`` (a study's record)."""
         return [f"{name} {stored[name]!r} -> {getattr(self, name)!r}" for name in SCORE_SETTINGS
                 if name in stored and stored[name] != getattr(self, name)]
+
+
+def _known_fields(cls, data: Any, kind: str) -> dict[str, Any]:
+    """``data`` (a stored or received JSON value) as keyword arguments of the settings class ``cls``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{kind} settings must be a JSON object")
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown {kind} setting(s): {', '.join(map(str, unknown))}")
+    return data
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
@@ -288,9 +293,4 @@ class ConfirmSettings:
 
     @classmethod
     def from_dict(cls, data: Any) -> ConfirmSettings:
-        if not isinstance(data, dict):
-            raise ConfigError("confirm settings must be a JSON object")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown confirm setting(s): {', '.join(map(str, unknown))}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "confirm"))
